@@ -1,0 +1,114 @@
+"""Event tables for one binding of the symbols (one shape bucket).
+
+Counters of all event tensors are laid out in one flat array; each existing task gets
+the counters it waits on (with the count that fires each) and the counters it notifies.
+These tables are what both backends consume; neither re-derives dependencies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eventkernel.events.derive import EventPlan
+from eventkernel.events.tensor import CSR
+from eventkernel.ir.symbols import Binding
+
+
+@dataclass(frozen=True)
+class BoundEvents:
+    plan: EventPlan
+    binding: dict[str, int]
+    exists: tuple[np.ndarray, ...]       # per grid: which hull tasks exist
+    counter_base: np.ndarray             # per event tensor: first counter id
+    targets: np.ndarray                  # per counter: notifies that fire it
+    waits: tuple[CSR, ...]               # per grid: local task -> counter ids
+    notifies: tuple[CSR, ...]            # per grid: local task -> counter ids
+
+    @property
+    def num_counters(self) -> int:
+        return len(self.targets)
+
+    def tasks(self, grid: int) -> np.ndarray:
+        """Local ids of the tasks of ``grid`` that exist under the binding."""
+        return np.nonzero(self.exists[grid])[0]
+
+
+def bind_events(plan: EventPlan, binding: Binding, prune: bool = True) -> BoundEvents:
+    """Wait/notify tables and wait counts for ``binding``; ``prune`` drops waits implied
+    by other waits at this shape."""
+    binding = dict(binding)
+    for name, top in plan.program.maxima.items():
+        if not 1 <= binding.get(name, 0) <= top:
+            raise ValueError(f"symbol {name}={binding.get(name)} is outside [1, {top}], the "
+                             f"range this program was compiled for")
+    space = plan.space
+    exists = tuple(space.exists(g, binding) for g in range(len(plan.program.grids)))
+    sizes = np.array([e.size for e in plan.events], np.int64)
+    base = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
+    targets = np.concatenate([e.counts(exists[e.producer]) for e in plan.events]) \
+        if plan.events else np.zeros(0, np.int64)
+    waits: list[list[list[int]]] = [[[] for _ in ex] for ex in exists]
+    notifies: list[list[list[int]]] = [[[] for _ in ex] for ex in exists]
+    for eid, ev in enumerate(plan.events):
+        for c in np.nonzero(exists[ev.consumer])[0]:
+            for elem in ev.wait_map.table.row(c):
+                counter = base[eid] + elem
+                if targets[counter] > 0:
+                    waits[ev.consumer][c].append(int(counter))
+        for p in np.nonzero(exists[ev.producer])[0]:
+            for elem in ev.notify_map.table.row(p):
+                notifies[ev.producer][p].append(int(base[eid] + elem))
+    if prune:
+        _prune_implied(exists, targets, waits, notifies)
+    return BoundEvents(plan, binding, exists, base, targets,
+                       tuple(CSR.from_lists(w) for w in waits),
+                       tuple(CSR.from_lists(n) for n in notifies))
+
+
+def _prune_implied(exists, targets, waits, notifies) -> None:
+    """Drop every wait that other waits of the same task already imply at this binding.
+
+    Derivation keeps a dependency unless it is implied under *every* binding; here the
+    shape is known, so the reduction is exact: each remaining wait is necessary.
+    """
+    ids = [np.full(len(ex), -1, np.int64) for ex in exists]
+    count = 0
+    for g, ex in enumerate(exists):
+        live = np.nonzero(ex)[0]
+        ids[g][live] = np.arange(count, count + len(live))
+        count += len(live)
+    producers: dict[int, list[int]] = {}
+    for g, rows in enumerate(notifies):
+        for t, row in enumerate(rows):
+            for counter in row:
+                producers.setdefault(counter, []).append(int(ids[g][t]))
+    task_anc: list[int] = [0] * count
+    counter_anc: dict[int, int] = {}
+    for g, rows in enumerate(waits):
+        for t in np.nonzero(exists[g])[0]:
+            row = rows[t]
+            ancs = []
+            for counter in row:
+                if counter not in counter_anc:
+                    acc = 0
+                    for p in producers.get(counter, ()):
+                        acc |= (1 << p) | task_anc[p]
+                    counter_anc[counter] = acc
+                ancs.append(counter_anc[counter])
+            kept = list(range(len(row)))
+            for i in range(len(row)):
+                others = 0
+                for j in kept:
+                    if j != i:
+                        others |= ancs[j]
+                prod_bits = 0
+                for p in producers.get(row[i], ()):
+                    prod_bits |= 1 << p
+                if prod_bits and prod_bits & ~others == 0:
+                    kept.remove(i)
+            rows[t] = [row[i] for i in kept]
+            acc = 0
+            for a in ancs:
+                acc |= a
+            task_anc[int(ids[g][t])] = acc

@@ -1,0 +1,181 @@
+"""Llama-3.x and Qwen3 dense decoders as eventkernel graphs, and their weights.
+
+One graph serves decode and chunked prefill: a step carries ``T`` tokens from ``S``
+sequences (both symbols, bounded by :class:`~eventkernel.models.config.Limits`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+
+from eventkernel.ir.graph import DType, Graph, GraphBuilder, OpKind, TensorKind
+from eventkernel.ir.symbols import SEQS, TOKENS
+from eventkernel.models.config import Limits, ModelConfig
+
+# Graph weight name -> the checkpoint tensors it is made of (concatenated along dim 0).
+# ``{i}`` is the layer index. Names follow Hugging Face's Llama/Qwen3 checkpoints.
+LAYER_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "attn_norm": ("model.layers.{i}.input_layernorm.weight",),
+    "qkv": ("model.layers.{i}.self_attn.q_proj.weight", "model.layers.{i}.self_attn.k_proj.weight",
+            "model.layers.{i}.self_attn.v_proj.weight"),
+    "q_norm": ("model.layers.{i}.self_attn.q_norm.weight",),
+    "k_norm": ("model.layers.{i}.self_attn.k_norm.weight",),
+    "o_proj": ("model.layers.{i}.self_attn.o_proj.weight",),
+    "mlp_norm": ("model.layers.{i}.post_attention_layernorm.weight",),
+    "gate_up": ("model.layers.{i}.mlp.gate_proj.weight", "model.layers.{i}.mlp.up_proj.weight"),
+    "down": ("model.layers.{i}.mlp.down_proj.weight",),
+}
+GLOBAL_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "embed": ("model.embed_tokens.weight",),
+    "final_norm": ("model.norm.weight",),
+    "lm_head": ("lm_head.weight",),
+}
+QK_NORM_WEIGHTS = frozenset({"q_norm", "k_norm"})
+
+
+def build_graph(config: ModelConfig, limits: Limits) -> Graph:
+    """The decoder step as a graph, with the residual stream ``x`` updated in place."""
+    T, S = TOKENS, SEQS
+    d, hd = config.hidden_size, config.head_dim
+    wdt, adt = limits.dtype, limits.dtype
+    g = GraphBuilder({"T": limits.max_tokens, "S": limits.max_seqs})
+    for name, shape in (("tokens", (T,)), ("positions", (T,)), ("slot_mapping", (T,)),
+                        ("query_start", (S + 1,)), ("context_lens", (S,)),
+                        ("block_table", (S, limits.pages_per_seq)), ("logits_indices", (S,))):
+        g.tensor(name, shape, DType.I32, TensorKind.INPUT)
+    g.tensor("rope_inv_freq", (hd // 2,), DType.F32, TensorKind.WEIGHT)
+    act = lambda name, *shape: g.tensor(name, shape, adt, TensorKind.ACTIVATION)  # noqa: E731
+    weight = lambda name, *shape: g.tensor(name, shape, wdt, TensorKind.WEIGHT)  # noqa: E731
+    cache_shape = (limits.total_pages, limits.page_size, config.num_kv_heads, hd)
+
+    # x: [T, D] residual stream
+    g.op(OpKind.EMBEDDING, {"table": weight("embed", config.vocab_size, d), "ids": "tokens"},
+         {"out": act("x", T, d)})
+    for i in range(config.num_layers):
+        p = f"layers.{i}."
+        g.op(OpKind.RMSNORM, {"x": "x", "weight": weight(p + "attn_norm", d)},
+             {"out": act("xn", T, d)}, eps=config.rms_norm_eps)
+        g.op(OpKind.LINEAR, {"x": "xn", "weight": weight(p + "qkv", config.qkv_size, d)},
+             {"out": act("qkv", T, config.qkv_size)}, label="qkv_proj")
+        rope_inputs = {"qkv": "qkv", "positions": "positions", "slots": "slot_mapping",
+                       "inv_freq": "rope_inv_freq"}
+        if config.qk_norm:
+            rope_inputs |= {"q_norm": weight(p + "q_norm", hd), "k_norm": weight(p + "k_norm", hd)}
+        for cache in ("k_cache", "v_cache"):
+            g.tensor(f"{cache}.{i}", cache_shape, adt, TensorKind.STATE)
+        g.op(OpKind.ROPE_APPEND, rope_inputs,
+             {"q": act("q", T, config.num_heads * hd), "k_cache": f"k_cache.{i}",
+              "v_cache": f"v_cache.{i}"},
+             num_heads=config.num_heads, num_kv_heads=config.num_kv_heads, head_dim=hd,
+             eps=config.rms_norm_eps, layer=i)
+        g.op(OpKind.ATTENTION,
+             {"q": "q", "k_cache": f"k_cache.{i}", "v_cache": f"v_cache.{i}",
+              "query_start": "query_start", "context_lens": "context_lens",
+              "block_table": "block_table"},
+             {"out": act("attn", T, config.num_heads * hd)},
+             num_heads=config.num_heads, num_kv_heads=config.num_kv_heads, head_dim=hd,
+             page_size=limits.page_size, max_context=limits.max_context, layer=i)
+        g.op(OpKind.LINEAR, {"x": "attn", "weight": weight(p + "o_proj", d, config.num_heads * hd),
+                             "residual": "x"}, {"out": "x"}, label="o_proj")
+        g.op(OpKind.RMSNORM, {"x": "x", "weight": weight(p + "mlp_norm", d)},
+             {"out": "xn"}, eps=config.rms_norm_eps)
+        inter = config.intermediate_size
+        g.op(OpKind.LINEAR, {"x": "xn", "weight": weight(p + "gate_up", 2 * inter, d)},
+             {"out": act("gate_up", T, 2 * inter)}, label="gate_up_proj")
+        g.op(OpKind.SILU_MUL, {"x": "gate_up"}, {"out": act("h", T, inter)})
+        g.op(OpKind.LINEAR, {"x": "h", "weight": weight(p + "down", d, inter), "residual": "x"},
+             {"out": "x"}, label="down_proj")
+    # xs: [S, D], the last token of each sequence
+    g.op(OpKind.GATHER, {"x": "x", "index": "logits_indices"}, {"out": act("xs", S, d)})
+    g.op(OpKind.RMSNORM, {"x": "xs", "weight": weight("final_norm", d)},
+         {"out": act("xsn", S, d)}, eps=config.rms_norm_eps)
+    head = "embed" if config.tie_word_embeddings else weight("lm_head", config.vocab_size, d)
+    g.op(OpKind.LINEAR, {"x": "xsn", "weight": head},
+         {"out": g.tensor("logits", (S, config.vocab_size), DType.F32, TensorKind.OUTPUT)},
+         label="lm_head")
+    g.op(OpKind.ARGMAX, {"x": "logits"},
+         {"out": g.tensor("next_tokens", (S,), DType.I32, TensorKind.OUTPUT)})
+    return g.build(arch=config.arch, config=config, limits=limits)
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """Inverse RoPE frequencies [head_dim/2] in fp32, with Llama-3 scaling if configured."""
+    hd = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64)
+                                            .to(torch.float32) / hd))
+    if not config.rope_scaling:
+        return inv_freq
+    s = dict(config.rope_scaling)
+    old_len = s["original_max_position_embeddings"]
+    low_wavelen = old_len / s["low_freq_factor"]
+    high_wavelen = old_len / s["high_freq_factor"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / s["factor"], inv_freq)
+    smooth = (old_len / wavelen - s["low_freq_factor"]) / (s["high_freq_factor"]
+                                                           - s["low_freq_factor"])
+    smoothed = (1 - smooth) * scaled / s["factor"] + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+class WeightError(ValueError):
+    """A checkpoint tensor is missing or has the wrong shape."""
+
+
+def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Graph weights (fused where the graph fuses them) from Hugging Face-named tensors."""
+    config: ModelConfig = graph.meta["config"]
+    dtype = torch.bfloat16 if graph.meta["limits"].dtype is DType.BF16 else torch.float32
+    out: dict[str, torch.Tensor] = {"rope_inv_freq": rope_inv_freq(config)}
+    wanted = [(name, parts) for name, parts in GLOBAL_WEIGHTS.items()]
+    for i in range(config.num_layers):
+        wanted += [(f"layers.{i}.{name}", tuple(p.format(i=i) for p in parts))
+                   for name, parts in LAYER_WEIGHTS.items()]
+    for name, parts in wanted:
+        if name not in graph.tensors:
+            continue                      # e.g. lm_head when tied, q/k norm for Llama
+        missing = [p for p in parts if p not in checkpoint]
+        if missing:
+            raise WeightError(f"checkpoint is missing {missing[0]!r} (needed for {name})")
+        tensor = torch.cat([checkpoint[p] for p in parts], dim=0).to(dtype).contiguous()
+        expected = graph.tensors[name].shape
+        if tuple(tensor.shape) != tuple(expected):
+            raise WeightError(f"checkpoint tensor(s) {', '.join(parts)} have shape "
+                              f"{tuple(tensor.shape)}, expected {tuple(expected)} for {name}")
+        out[name] = tensor
+    return out
+
+
+def random_checkpoint(config: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random weights in Hugging Face naming (fp32), scaled to keep activations sane."""
+    gen = torch.Generator().manual_seed(seed)
+    d, hd, inter = config.hidden_size, config.head_dim, config.intermediate_size
+
+    def normal(*shape: int, std: float = 0.02) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * std
+
+    def norm_weight(n: int) -> torch.Tensor:
+        return 1.0 + normal(n, std=0.1)
+
+    w = {"model.embed_tokens.weight": normal(config.vocab_size, d, std=1.0),
+         "model.norm.weight": norm_weight(d)}
+    if not config.tie_word_embeddings:
+        w["lm_head.weight"] = normal(config.vocab_size, d, std=d ** -0.5)
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        w |= {p + "input_layernorm.weight": norm_weight(d),
+              p + "post_attention_layernorm.weight": norm_weight(d),
+              p + "self_attn.q_proj.weight": normal(config.num_heads * hd, d, std=d ** -0.5),
+              p + "self_attn.k_proj.weight": normal(config.num_kv_heads * hd, d, std=d ** -0.5),
+              p + "self_attn.v_proj.weight": normal(config.num_kv_heads * hd, d, std=d ** -0.5),
+              p + "self_attn.o_proj.weight": normal(d, config.num_heads * hd,
+                                                    std=(config.num_heads * hd) ** -0.5),
+              p + "mlp.gate_proj.weight": normal(inter, d, std=d ** -0.5),
+              p + "mlp.up_proj.weight": normal(inter, d, std=d ** -0.5),
+              p + "mlp.down_proj.weight": normal(d, inter, std=inter ** -0.5)}
+        if config.qk_norm:
+            w |= {p + "self_attn.q_norm.weight": norm_weight(hd),
+                  p + "self_attn.k_norm.weight": norm_weight(hd)}
+    return w

@@ -1,0 +1,153 @@
+"""Text <-> token ids, chat templates and streaming detokenization.
+
+A thin layer over a `transformers` fast tokenizer, built offline from a Hugging Face model
+directory or from a GGUF file's embedded tokenizer metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Iterable, Sequence
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class Tokenizer:
+    """Encode, decode and apply the chat template of one model.
+
+    `eos_token_ids` holds every id that ends a generation: the tokenizer's eos token plus
+    those the model directory's generation_config.json lists.
+    """
+
+    def __init__(self, hf_tokenizer: Any, eos_token_ids: Iterable[int] = ()) -> None:
+        self._hf = hf_tokenizer
+        eos = set(eos_token_ids)
+        if hf_tokenizer.eos_token_id is not None:
+            eos.add(hf_tokenizer.eos_token_id)
+        self.eos_token_ids: frozenset[int] = frozenset(eos)
+        self.bos_token_id: int | None = hf_tokenizer.bos_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the tokenizer can produce (added tokens included)."""
+        return len(self._hf)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`; `add_special_tokens` adds bos/eos as the tokenizer is set up."""
+        return list(self._hf.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of `ids`."""
+        return self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def render_chat(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
+        """The prompt text the chat template makes of `messages`, ending with the
+        assistant's turn header (add_generation_prompt=True)."""
+        if not self._hf.chat_template:
+            raise ValueError(
+                "this tokenizer has no chat template; send a plain prompt (completions) "
+                "instead of chat messages, or use a model that ships a chat template"
+            )
+        return self._hf.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], **template_kwargs: Any
+    ) -> list[int]:
+        """Token ids of the chat prompt for `messages` (add_generation_prompt=True).
+
+        Extra keyword arguments reach the template (for example `enable_thinking` for Qwen3).
+        """
+        # NOTE: the rendered template already holds its special tokens as text.
+        return self.encode(self.render_chat(messages, **template_kwargs), add_special_tokens=False)
+
+    def stream_decoder(self, skip_special_tokens: bool = True) -> StreamDecoder:
+        """A fresh incremental detokenizer for one generated sequence."""
+        return StreamDecoder(self, skip_special_tokens=skip_special_tokens)
+
+
+class StreamDecoder:
+    """Turns token ids, appended one at a time, into text deltas for streaming.
+
+    A delta is released only when it does not end in an incomplete UTF-8 sequence (shown
+    by decoders as U+FFFD), so multi-byte characters split over tokens arrive whole. Each
+    step decodes a short window starting a token before the last release, so word-boundary
+    spaces come out as they do when the whole sequence is decoded.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:
+        self._tokenizer = tokenizer
+        self._skip_special_tokens = skip_special_tokens
+        self._ids: list[int] = []
+        self._prefix_offset = 0  # start of the decode window
+        self._read_offset = 0  # tokens before this are already released as text
+        self.text = ""  # all text released so far
+
+    def push(self, token_id: int) -> str:
+        """Append one token id; return the text it completes (may be empty)."""
+        self._ids.append(token_id)
+        prefix_text = self._decode(self._ids[self._prefix_offset:self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset:])
+        if len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd"):
+            return ""
+        delta = new_text[len(prefix_text):]
+        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        """Release whatever is held back (an incomplete character decodes as U+FFFD)."""
+        prefix_text = self._decode(self._ids[self._prefix_offset:self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset:])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        delta = new_text[len(prefix_text):]
+        self.text += delta
+        return delta
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special_tokens)
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Build the tokenizer of a Hugging Face model directory or a `.gguf` file, offline.
+
+    A directory holding one `.gguf` file and no tokenizer.json is read as that GGUF.
+    """
+    from transformers import AutoTokenizer
+
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer path {path} does not exist")
+    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise FileNotFoundError(
+                f"{path} has no tokenizer.json or tokenizer_config.json (and not exactly one "
+                ".gguf file); pass a model directory that ships its tokenizer or a .gguf file"
+            )
+        path = ggufs[0]
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path} is neither a model directory nor a .gguf file")
+        hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
+                                           local_files_only=True)
+        return Tokenizer(hf)
+    hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return Tokenizer(hf, _generation_eos_ids(path))
+
+
+def _generation_eos_ids(directory: pathlib.Path) -> list[int]:
+    """eos ids from generation_config.json (chat models often list several there)."""
+    file = directory / "generation_config.json"
+    if not file.is_file():
+        return []
+    try:
+        eos = json.loads(file.read_text()).get("eos_token_id")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON: {error}") from None
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
