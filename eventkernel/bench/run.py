@@ -1,0 +1,244 @@
+"""``eventkernel bench``: decode-step latency of the megakernel, its baselines and the floor.
+
+For every model, context length and tokens per step, each system is timed on the same GPU
+in this process: the eventkernel megakernel (when a runner is plugged in), the gpt-fast-style
+torch.compile baseline, transformers with a compiled static cache, and the bandwidth floor.
+Start-up cost (model build, compile and CUDA-graph capture per batch size) is recorded too.
+Results go to a JSON file (saved after every system, so a cut-off run keeps what it measured)
+and a printed table; plot them anywhere with ``python -m eventkernel.bench.report FILE PNG``.
+
+Example: ``python -m eventkernel.bench.run --models llama-3.2-1b --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from eventkernel.bench import presets
+from eventkernel.bench.report import FLOOR, BenchReport, Environment, StepResult, WarmupResult
+
+StepFn = Callable[[], Any]
+Runner = Callable[[dict, int, int], StepFn]  # (config, num_tokens, context_len) -> step
+BASELINES = ("torch-compile", "hf", FLOOR)
+EVENTKERNEL = "eventkernel"
+READY_CALLS = 3  # reduce-overhead: 1st call compiles, 2nd records the CUDA graph, 3rd replays
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [v.strip().lower() for v in text.split(",") if v.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(choices)}")
+        return names
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventkernel bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=_name_list(presets.preset_names()),
+                        default=["llama-3.2-1b"], help="comma-separated presets")
+    parser.add_argument("--tokens", type=_int_list, default=None,
+                        help="tokens per step (sequences x 1 token), default 1,4,16,64")
+    parser.add_argument("--contexts", type=_int_list, default=None,
+                        help="cached tokens per sequence, default 512,4096")
+    parser.add_argument("--baselines", type=_name_list(BASELINES), default=list(BASELINES),
+                        help=f"subset of {','.join(BASELINES)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="tokens 1,16, context 512, fewer iterations (unless given)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls (default 10)")
+    parser.add_argument("--iters", type=int, default=None, help="timed calls (default 100)")
+    parser.add_argument("--device", default=None, help="default cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--eager", action="store_true", help="no torch.compile (CPU smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--copy-bytes", type=int, default=1 << 30,
+                        help="buffer size for the copy-bandwidth measurement")
+    parser.add_argument("--name", default=None, help="result name, default <date>-<models>")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path, default bench/results/<name>.json")
+    parser.add_argument("--plot", type=Path, default=None, help="also write this PNG")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="start no new measurement after this long (results so far kept)")
+    parser.add_argument("--fail-fast", action="store_true",
+                        help="stop at the first failing measurement instead of recording it")
+    return parser
+
+
+def resolve_options(options: argparse.Namespace) -> argparse.Namespace:
+    """Fill defaults that depend on --quick and on the machine."""
+    import torch
+
+    quick = options.quick
+    options.tokens = options.tokens or ([1, 16] if quick else [1, 4, 16, 64])
+    options.contexts = options.contexts or ([512] if quick else [512, 4096])
+    options.warmup = options.warmup if options.warmup is not None else (3 if quick else 10)
+    options.iters = options.iters if options.iters is not None else (20 if quick else 100)
+    options.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if options.out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = options.name or f"{stamp}-{'+'.join(options.models)}"
+        options.out = Path("bench") / "results" / f"{name}.json"
+    return options
+
+
+def main(argv: Sequence[str] | None = None, eventkernel_runner: Runner | None = None) -> int:
+    """Command-line entry. ``eventkernel_runner(config, num_tokens, context_len) -> step``
+    adds the megakernel rows; without it only the baselines and the floor are measured."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = resolve_options(build_parser().parse_args(argv))
+    report = run_benchmarks(options, eventkernel_runner, ["eventkernel", "bench", *argv])
+    return 1 if report.errors else 0
+
+
+def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | None = None,
+                   command_line: Sequence[str] | None = None) -> BenchReport:
+    """Measure every system of ``options`` and write the JSON report (and PNG if asked)."""
+    import torch
+
+    from eventkernel.bench import baseline, report as report_module, timing
+
+    deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
+    dtype = getattr(torch, options.dtype)
+    device = options.device
+    report = BenchReport(
+        environment=Environment.collect(device, command_line),
+        bandwidth_bytes_per_s=timing.measure_copy_bandwidth(device, options.copy_bytes),
+    )
+    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    factories: list[tuple[str, Callable[[], Runner]]] = []
+    if eventkernel_runner is not None:
+        factories.append((EVENTKERNEL, lambda: eventkernel_runner))
+    compile_ = not options.eager
+    suffix = "-eager" if options.eager else ""  # eager numbers must not pass for compiled ones
+    if "torch-compile" in options.baselines:
+        factories.append(("torch-compile" + suffix, lambda: baseline.TorchCompileRunner(
+            device, dtype=dtype, compile=compile_, max_batch=max(options.tokens),
+            seed=options.seed)))
+    if "hf" in options.baselines:
+        factories.append(("hf" + suffix, lambda: baseline.HFRunner(
+            device, dtype=dtype, compile=compile_, seed=options.seed)))
+
+    print(f"{report.environment.device_name}: copy bandwidth "
+          f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s", flush=True)
+    for model in options.models:
+        config = presets.preset_config(model)
+        floors = {}
+        for context in options.contexts:
+            for tokens in options.tokens:
+                num_bytes = timing.decode_bytes(config, tokens, context, dtype_bytes)
+                floors[tokens, context] = (num_bytes, timing.floor_ms(
+                    num_bytes, report.bandwidth_bytes_per_s))
+                if FLOOR in options.baselines:
+                    ms = floors[tokens, context][1]
+                    report.results.append(StepResult(model, FLOOR, tokens, context, ms, ms, ms,
+                                                     ms, 0, num_bytes, ms))
+        for system, make_runner in factories:
+            _bench_system(report, options, model, config, system, make_runner(), floors,
+                          deadline)
+    report.save(options.out)
+    print(report_module.format_table(report))
+    print(f"results: {options.out}")
+    if options.plot is not None:
+        print(f"plot: {report_module.plot(options.out, options.plot)}")
+    return report
+
+
+def _bench_system(report: BenchReport, options, model: str, config: dict, system: str,
+                  runner: Runner, floors: dict, deadline: float | None) -> None:
+    """Warm up and time one system over every context and tokens-per-step pair.
+
+    The report file is rewritten after every measurement, so a run cut off keeps its numbers.
+    """
+    from eventkernel.bench import timing
+
+    start = time.perf_counter()
+    built = False
+    for context in options.contexts:
+        build_s, per_batch, first_step_s = 0.0, {}, None
+        for tokens in options.tokens:
+            label = f"{model} {system} tokens={tokens} context={context}"
+            if deadline is not None and time.monotonic() > deadline:
+                report.errors.append({"model": model, "system": system, "num_tokens": tokens,
+                                      "context_len": context, "error": "skipped: --time-limit"})
+                continue
+            try:
+                t0 = time.perf_counter()
+                step = runner(config, tokens, context)
+                if not built:  # the first call builds the model (weights, compiled wrapper)
+                    build_s, built = time.perf_counter() - t0, True
+                    t0 = time.perf_counter()
+                reset = getattr(step, "reset", None)
+                for _ in range(READY_CALLS):
+                    if reset is not None:
+                        reset()
+                    step()
+                _synchronize(options.device)
+                per_batch[tokens] = time.perf_counter() - t0
+                if first_step_s is None:
+                    first_step_s = build_s + per_batch[tokens]
+                measured = timing.time_fn(step, options.warmup, options.iters,
+                                          before_each=reset, device=options.device)
+            except Exception as error:  # noqa: BLE001 - one failing point must not end a sweep
+                if options.fail_fast:
+                    raise
+                report.errors.append({"model": model, "system": system, "num_tokens": tokens,
+                                      "context_len": context, "error": repr(error)})
+                print(f"FAILED {label}: {error!r}\n{traceback.format_exc(limit=4)}", flush=True)
+                continue
+            finally:
+                step = None
+                _release_memory(options.device)
+            num_bytes, floor = floors[tokens, context]
+            result = StepResult(model, system, tokens, context, measured.median_ms,
+                                measured.p10_ms, measured.p90_ms, measured.min_ms,
+                                measured.iters, num_bytes, floor)
+            report.results.append(result)
+            report.save(options.out)
+            print(f"{label}: {result.median_ms:.3f} ms ({100 * result.fraction_of_floor:.1f}% "
+                  f"of floor), ready in {per_batch[tokens]:.1f} s", flush=True)
+        if per_batch:
+            report.warmups.append(WarmupResult(
+                model, system, context, build_s, per_batch, first_step_s,
+                build_s + sum(per_batch.values())))
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
+    _release_memory(options.device)
+    print(f"{model} {system}: done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _synchronize(device: Any) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _release_memory(device: Any) -> None:
+    import torch
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

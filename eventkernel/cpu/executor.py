@@ -1,0 +1,169 @@
+"""The CPU executor: worker threads that synchronise only through event counters.
+
+It runs a bound program with either schedule, in random interleavings drawn from a
+seed, on activations poisoned with NaN before each step. Waits are bounded: a stuck
+wait raises :class:`EventTimeout` naming the task and the event.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eventkernel.cpu.twins import TWINS, Step
+from eventkernel.events.bind import BoundEvents
+from eventkernel.schedule.dynamic import DynamicPlan
+from eventkernel.schedule.static import StaticSchedule
+
+
+class EventTimeout(RuntimeError):
+    """A task waited longer than the executor's bound on an event that never fired."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int | None = None            # None: no injected jitter
+    timeout_s: float = 60.0
+    jitter_s: float = 2e-4             # largest random pause before a task
+
+
+class _Counters:
+    def __init__(self, bound: BoundEvents, timeout_s: float) -> None:
+        self.bound = bound
+        self.values = np.zeros(bound.num_counters, np.int64)
+        self.cond = threading.Condition()
+        self.timeout_s = timeout_s
+        self.failed: BaseException | None = None
+
+    def describe(self, counter: int) -> str:
+        base = self.bound.counter_base
+        eid = int(np.searchsorted(base, counter, "right") - 1)
+        ev = self.bound.plan.events[eid]
+        grids = self.bound.plan.program.grids
+        return (f"event {ev.name}[{counter - base[eid]}] ({grids[ev.producer].name} -> "
+                f"{grids[ev.consumer].name}): {self.values[counter]} of "
+                f"{self.bound.targets[counter]} notifies")
+
+    def ready(self, counters: np.ndarray) -> bool:
+        return bool((self.values[counters] >= self.bound.targets[counters]).all())
+
+    def wait(self, counters: np.ndarray, who: str) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        with self.cond:
+            while not self.ready(counters):
+                if self.failed is not None:
+                    raise RuntimeError("another worker failed") from self.failed
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stuck = next(int(k) for k in counters
+                                 if self.values[k] < self.bound.targets[k])
+                    raise EventTimeout(f"{who} waited {self.timeout_s:.0f} s on "
+                                       f"{self.describe(stuck)}")
+                self.cond.wait(min(left, 0.05))
+
+    def notify(self, counters: np.ndarray) -> None:
+        with self.cond:
+            np.add.at(self.values, counters, 1)
+            self.cond.notify_all()
+
+    def fail(self, err: BaseException) -> None:
+        with self.cond:
+            if self.failed is None:
+                self.failed = err
+            self.cond.notify_all()
+
+
+def _run_task(bound: BoundEvents, step: Step, g: int, t: int) -> None:
+    grid = bound.plan.program.grids[g]
+    TWINS[grid.task_type](grid, tuple(int(v) for v in bound.plan.space.coords[g][t]), step)
+
+
+def _task_name(bound: BoundEvents, g: int, t: int) -> str:
+    coords = ",".join(str(int(v)) for v in bound.plan.space.coords[g][t])
+    return f"task {bound.plan.program.grids[g].name}({coords})"
+
+
+def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> None:
+    """One thread per queue of ``schedule``."""
+    bound = schedule.bound
+    counters = _Counters(bound, options.timeout_s)
+
+    def worker(w: int) -> None:
+        rng = random.Random(None if options.seed is None else options.seed * 7919 + w)
+        try:
+            for g, t in schedule.queues[w]:
+                if options.seed is not None:
+                    time.sleep(rng.random() * options.jitter_s)
+                counters.wait(bound.waits[g].row(t), _task_name(bound, g, t))
+                _run_task(bound, step, g, t)
+                counters.notify(bound.notifies[g].row(t))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller
+            counters.fail(err)
+
+    _join([threading.Thread(target=worker, args=(w,), daemon=True)
+           for w in range(schedule.num_workers)], counters)
+
+
+def run_dynamic(plan: DynamicPlan, num_workers: int, step: Step, options: RunOptions) -> None:
+    """Workers pop tasks from one ready queue; a notify that fires an event pushes the
+    tasks it made ready. The pop order is random when a seed is given."""
+    bound = plan.bound
+    counters = _Counters(bound, options.timeout_s)
+    ready = list(plan.initial)
+    pending = dict(plan.pending)
+    total = len(pending)
+    done = [0]
+    rng = random.Random(options.seed)
+
+    def worker(w: int) -> None:
+        try:
+            while True:
+                with counters.cond:
+                    deadline = time.monotonic() + options.timeout_s
+                    while not ready and done[0] < total:
+                        if counters.failed is not None:
+                            return
+                        if time.monotonic() > deadline:
+                            raise EventTimeout(f"worker {w}: no task became ready in "
+                                               f"{options.timeout_s:.0f} s")
+                        counters.cond.wait(0.05)
+                    if done[0] >= total:
+                        return
+                    i = rng.randrange(len(ready)) if options.seed is not None else 0
+                    g, t = ready.pop(i)
+                _run_task(bound, step, g, t)
+                with counters.cond:
+                    for k in bound.notifies[g].row(t):
+                        counters.values[k] += 1
+                        if counters.values[k] == bound.targets[k]:
+                            for task in plan.waiters.get(int(k), ()):
+                                pending[task] -= 1
+                                if pending[task] == 0:
+                                    ready.append(task)
+                    done[0] += 1
+                    counters.cond.notify_all()
+        except BaseException as err:  # noqa: BLE001
+            counters.fail(err)
+
+    _join([threading.Thread(target=worker, args=(w,), daemon=True)
+           for w in range(num_workers)], counters)
+
+
+def _join(threads: list[threading.Thread], counters: _Counters) -> None:
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if counters.failed is not None:
+        raise counters.failed
+
+
+def poison(buffers: dict[str, torch.Tensor], names: list[str]) -> None:
+    """Fill intermediates with NaN (ints with -1) so a missing dependency shows."""
+    for name in names:
+        buf = buffers[name]
+        buf.fill_(float("nan") if buf.is_floating_point() else -1)

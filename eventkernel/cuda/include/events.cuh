@@ -1,0 +1,104 @@
+/**
+ * @file events.cuh
+ * @brief Event counters between tasks: ek_wait (acquire spin with backoff, bounded in
+ *        debug builds) and ek_notify (barrier, fence, release add).
+ *
+ * Debug builds (-DEK_DEBUG): a wait that spins more than EK_WAIT_MAX_SPINS times records
+ * {worker, task, event, observed, target} in the DebugState, raises its abort flag and
+ * returns false; every other wait then returns false too, so all workers leave the kernel
+ * and the host can raise a clear error instead of hanging the GPU.
+ */
+#pragma once
+
+#ifndef EK_WAIT_MAX_SPINS
+#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: several seconds
+#endif
+#ifndef EK_WAIT_MAX_SLEEP_NS
+#define EK_WAIT_MAX_SLEEP_NS 1024
+#endif
+
+namespace ek {
+
+/// Written by the first wait that timed out (debug builds). Host layout: 8 x int32.
+struct DebugState {
+    int abort;     ///< nonzero once a wait timed out; all workers stop
+    int worker;    ///< blockIdx.x of the worker that timed out
+    int task;      ///< task index passed to ek_wait
+    int event;     ///< event index passed to ek_wait
+    int observed;  ///< counter value seen last
+    int target;    ///< value it waited for
+    int reserved[2];
+};
+
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void red_release_gpu_add(int* p, int v) {
+    asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+/// True once any worker aborted (always false without a DebugState).
+__device__ __forceinline__ bool ek_aborted(const DebugState* dbg) {
+    return dbg != nullptr && *reinterpret_cast<const volatile int*>(&dbg->abort) != 0;
+}
+
+/// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
+/// __nanosleep backoff); the result is broadcast with a CTA barrier, after which every
+/// thread may read what the notifiers wrote. Returns false only in debug builds, when
+/// this wait timed out or another worker aborted: the caller must then leave the kernel.
+__device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
+                                        int task_index = -1, int event_index = -1) {
+    int ok = 1;
+    if (threadIdx.x == 0) {
+        unsigned sleep_ns = 32;
+        int observed = ld_acquire_gpu(counter);
+#ifdef EK_DEBUG
+        long long spins = 0;
+#endif
+        while (observed < target) {
+#ifdef EK_DEBUG
+            if (dbg != nullptr) {
+                if ((spins & 31) == 0 && ek_aborted(dbg)) {
+                    ok = 0;
+                    break;
+                }
+                if (++spins > EK_WAIT_MAX_SPINS) {
+                    if (atomicCAS(&dbg->abort, 0, 1) == 0) {
+                        dbg->worker = blockIdx.x;
+                        dbg->task = task_index;
+                        dbg->event = event_index;
+                        dbg->observed = observed;
+                        dbg->target = target;
+                        __threadfence();
+                    }
+                    ok = 0;
+                    break;
+                }
+            }
+#else
+            (void)dbg;
+            (void)task_index;
+            (void)event_index;
+#endif
+            __nanosleep(sleep_ns);
+            sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
+            observed = ld_acquire_gpu(counter);
+        }
+    }
+    return __syncthreads_and(ok) != 0;
+}
+
+/// Called by all threads of the CTA after the task's stores: a CTA barrier, then thread 0
+/// makes them visible GPU-wide and adds `value` to *counter with release semantics.
+__device__ __forceinline__ void ek_notify(int* counter, int value = 1) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        red_release_gpu_add(counter, value);
+    }
+}
+
+}  // namespace ek

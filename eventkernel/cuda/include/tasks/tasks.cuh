@@ -1,0 +1,17 @@
+/**
+ * @file tasks.cuh
+ * @brief Aggregate header: every task template. Each is a struct with kSmemBytes, Args,
+ *        active(shape, c0, c1, c2), prefetch(args, c0, c1, c2, smem) and
+ *        run(args, shape, c0, c1, c2, smem), all called by the CTA's 256 threads.
+ */
+#pragma once
+
+#include "embedding.cuh"
+#include "rmsnorm.cuh"
+#include "linear.cuh"
+#include "rope_kv_append.cuh"
+#include "attention.cuh"
+#include "attention_merge.cuh"
+#include "silu_mul.cuh"
+#include "gather_rows.cuh"
+#include "argmax.cuh"
