@@ -70,7 +70,8 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
     """Drop every wait that other waits of the same task already imply at this binding.
 
     Derivation keeps a dependency unless it is implied under *every* binding; here the
-    shape is known, so the reduction is exact: each remaining wait is necessary.
+    shape is known, so the reduction is exact: each remaining wait is necessary. Counters
+    that nobody waits on any more are not notified either.
     """
     ids = [np.full(len(ex), -1, np.int64) for ex in exists]
     count = 0
@@ -112,3 +113,7 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
             for a in ancs:
                 acc |= a
             task_anc[int(ids[g][t])] = acc
+    waited = {k for rows in waits for row in rows for k in row}
+    for rows in notifies:
+        for t, row in enumerate(rows):
+            rows[t] = [k for k in row if k in waited]      # nobody waits: no notify
