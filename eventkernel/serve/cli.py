@@ -1,0 +1,109 @@
+"""The ``eventkernel`` command line: generate, inspect, compile, bench."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eventkernel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate text (default model: SmolLM2-135M-Instruct)")
+    gen.add_argument("prompt", nargs="?", default="What is the capital of France?")
+    gen.add_argument("--model", default=None, help="model directory or .gguf (default: built-in)")
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", default=None)
+    gen.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
+                     help="wrap the prompt in the model's chat template (default: on)")
+    gen.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
+    gen.add_argument("--max-context", type=int, default=1024)
+
+    ins = sub.add_parser("inspect", help="compile a model's step and summarise its tasks/events")
+    ins.add_argument("model", help="preset name, config.json or model directory")
+    _limit_args(ins)
+
+    comp = sub.add_parser("compile", help="write the CUDA megakernel source and sm_90a cubin")
+    comp.add_argument("model", help="preset name, config.json or model directory")
+    comp.add_argument("--out", default="build/kernel", help="output folder")
+    _limit_args(comp)
+
+    bench = sub.add_parser("bench", help="decode-step latency against baselines and the floor")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "inspect":
+            from eventkernel.serve.inspect import inspect_model
+            print(inspect_model(args.model, _limits(args), args.workers))
+            return 0
+        if args.command == "compile":
+            from eventkernel.cuda.aot import compile_command
+            return compile_command(args.model, _limits(args), args.workers, args.out)
+        if args.command == "bench":
+            from eventkernel.bench.run import main as bench_main
+            return bench_main(args.args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"eventkernel {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens per step (T max)")
+    p.add_argument("--max-seqs", type=int, default=8, help="sequences per step (S max)")
+    p.add_argument("--max-context", type=int, default=4096)
+    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=132, help="SMs / worker count to cut for")
+
+
+def _limits(args):
+    from eventkernel.models.config import Limits
+    return Limits(max_tokens=args.max_tokens, max_seqs=args.max_seqs,
+                  max_context=args.max_context, page_size=args.page_size)
+
+
+def _generate(args) -> int:
+    from eventkernel.serve.llm import LLM
+    from eventkernel.serve.sampling import SamplingParams
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=args.stop)
+    start = time.perf_counter()
+    llm = LLM(args.model, backend=args.backend, max_context=args.max_context)
+    print(f"[eventkernel] {args.model or 'SmolLM2-135M-Instruct (built-in)'} ready in "
+          f"{time.perf_counter() - start:.1f} s on the {llm.backend_name} backend",
+          file=sys.stderr)
+    stream = llm.tokenizer.stream_decoder()
+
+    def on_token(_: int, token: int) -> None:
+        if token not in llm.tokenizer.eos_token_ids:
+            sys.stdout.write(stream.push(token))
+            sys.stdout.flush()
+
+    if args.chat:
+        out = llm.chat([{"role": "user", "content": args.prompt}], params, on_token=on_token)
+    else:
+        out = llm.generate(args.prompt, params, on_token=on_token)
+    sys.stdout.write(stream.flush() + "\n")
+    s = llm.last_stats
+    prefill_tps = s.prompt_tokens / s.prefill_s if s.prefill_s else 0.0
+    decode_ms = 1e3 * s.decode_s / s.decode_steps if s.decode_steps else 0.0
+    decode_tps = 1e3 / decode_ms if decode_ms else 0.0
+    print(f"[eventkernel] prompt {s.prompt_tokens} tokens at {prefill_tps:.1f} tok/s; "
+          f"generated {len(out[0].token_ids)} tokens at {decode_tps:.1f} tok/s "
+          f"({decode_ms:.1f} ms/step); backend {llm.backend_name}; "
+          f"finish: {out[0].finish_reason}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
