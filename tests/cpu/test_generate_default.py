@@ -1,0 +1,79 @@
+"""End to end on the CPU: the built-in default model against transformers."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from eventkernel.models.default import default_model_path
+from eventkernel.serve.llm import LLM
+from eventkernel.serve.sampling import SamplingParams
+
+PROMPTS = ["Write a long story about a dragon who learns to cook.",
+           "Explain step by step how a bicycle works.",
+           "List twenty animals that live in the ocean."]
+NEW_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(backend="cpu", max_context=256)
+
+
+@pytest.fixture(scope="module")
+def hf_greedy():
+    path = default_model_path()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, local_files_only=True).eval()
+
+    def generate(ids: list[int]) -> list[int]:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        return out[0, len(ids):].tolist()
+    return generate
+
+
+def test_greedy_equals_transformers_batched_and_alone(llm, hf_greedy):
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
+    batched = llm.chat(conversations, params)
+    for conv, out in zip(conversations, batched):
+        ids = llm.tokenizer.apply_chat_template(conv)
+        expected = hf_greedy(ids)
+        assert len(out.token_ids) == NEW_TOKENS
+        assert out.token_ids == expected[:NEW_TOKENS], f"batched: {out.text!r}"
+        alone = llm.chat(conv, params)[0]
+        assert alone.token_ids == out.token_ids
+
+
+def test_capital_of_france(llm):
+    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
+                   SamplingParams(max_tokens=24, temperature=0))
+    assert "Paris" in out[0].text
+
+
+def test_seeded_sampling_is_reproducible(llm):
+    params = SamplingParams(max_tokens=8, temperature=0.8, top_p=0.9, top_k=50, seed=123)
+    a = llm.generate("Once upon a time", params)[0]
+    b = llm.generate(["Once upon a time", "Hello"], params)[0]
+    assert a.token_ids == b.token_ids and len(a.token_ids) > 0
+
+
+def test_stop_string(llm):
+    out = llm.chat([{"role": "user", "content": "Count from 1 to 10."}],
+                   SamplingParams(max_tokens=40, temperature=0, stop=["5"]))[0]
+    assert "5" not in out.text and out.finish_reason == "stop"
+
+
+def test_bad_inputs(llm, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist|no such"):
+        LLM(tmp_path / "missing", backend="cpu")
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="context"):
+        llm.generate("word " * 400, SamplingParams(max_tokens=4))
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "architectures": '
+                                          '["GPT2LMHeadModel"]}')
+    with pytest.raises(ValueError, match="unsupported|not supported"):
+        LLM(tmp_path, backend="cpu")
