@@ -70,7 +70,9 @@ def _torch_device(device: int | None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        raise CudaDriverError("no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
+        raise CudaDriverError(
+            "no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"
+        )
     return torch.cuda.current_device() if device is None else int(device)
 
 

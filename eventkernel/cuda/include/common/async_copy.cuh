@@ -38,6 +38,20 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+/// cp_async_wait with a run-time count (0..7; larger counts wait for everything).
+__device__ __forceinline__ void cp_async_wait_dynamic(int pending) {
+    switch (pending) {
+        case 7: cp_async_wait<7>(); break;
+        case 6: cp_async_wait<6>(); break;
+        case 5: cp_async_wait<5>(); break;
+        case 4: cp_async_wait<4>(); break;
+        case 3: cp_async_wait<3>(); break;
+        case 2: cp_async_wait<2>(); break;
+        case 1: cp_async_wait<1>(); break;
+        default: cp_async_wait<0>(); break;
+    }
+}
+
 // ---- mbarrier ----------------------------------------------------------------------------
 
 __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned arrive_count) {

@@ -113,7 +113,9 @@ struct AttentionTask {
 
 #pragma unroll 1
             for (int t = 0; t < ntile; ++t) {
-                if (t + 1 < ntile) load_kv_tile(args, kvsm, pages, h, kbeg, kend, t + 1, (t + 1) & 1);
+                if (t + 1 < ntile) {
+                    load_kv_tile(args, kvsm, pages, h, kbeg, kend, t + 1, (t + 1) & 1);
+                }
                 cp_async_commit();
                 cp_async_wait<1>();
                 __syncthreads();
@@ -158,7 +160,9 @@ struct AttentionTask {
             const int row = p0 + r;
             const bf16* src = args.q;
             if (valid) {
-                src += (static_cast<long long>(qs + row / G) * n_heads + h * G + row % G) * HD + v * 8;
+                const long long head_row =
+                    static_cast<long long>(qs + row / G) * n_heads + h * G + row % G;
+                src += head_row * HD + v * 8;
             }
             cp_async16_zfill(qsm + r * kPitch + v * 8, src, valid);
         }
@@ -302,7 +306,9 @@ struct AttentionTask {
             const int rb = r >> 4;
             const int rr = r & 15;
             float mmax = kNegInf;
-            for (int g = 0; g < key_groups; ++g) mmax = fmaxf(mmax, mbuf[(g * nrb2 + rb) * 16 + rr]);
+            for (int g = 0; g < key_groups; ++g) {
+                mmax = fmaxf(mmax, mbuf[(g * nrb2 + rb) * 16 + rr]);
+            }
             float lsum = 0.f;
             float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
             if (mmax != kNegInf) {
@@ -310,7 +316,8 @@ struct AttentionTask {
                     const int w = g * nrb2 + rb;
                     const float wgt = exp2f(mbuf[w * 16 + rr] - mmax);
                     lsum += lbuf[w * 16 + rr] * wgt;
-                    const float4 x = *reinterpret_cast<const float4*>(obuf + (w * 16 + rr) * kOPitch + d);
+                    const float4 x =
+                        *reinterpret_cast<const float4*>(obuf + (w * 16 + rr) * kOPitch + d);
                     acc.x += x.x * wgt;
                     acc.y += x.y * wgt;
                     acc.z += x.z * wgt;
@@ -323,8 +330,8 @@ struct AttentionTask {
             acc.z *= inv;
             acc.w *= inv;
             const int row = p0 + r;
-            const long long idx = (static_cast<long long>(j) * args.max_tokens + qs + row / G) * n_heads +
-                                  h * G + row % G;
+            const long long token = static_cast<long long>(j) * args.max_tokens + qs + row / G;
+            const long long idx = token * n_heads + h * G + row % G;
             *reinterpret_cast<float4*>(args.o_part + idx * HD + d) = acc;
             if (d == 0) {
                 args.lse[idx] = lsum > 0.f ? (mmax + __log2f(lsum)) * 0.6931471805599453f : kNegInf;

@@ -49,7 +49,9 @@ struct AttentionMergeTask {
             const int head = h * G + r % G;
             const long long idx = static_cast<long long>(t) * n_heads + head;
             float mmax = kNegInf;
-            for (int j = 0; j < args.n_split; ++j) mmax = fmaxf(mmax, args.lse[j * split_stride + idx]);
+            for (int j = 0; j < args.n_split; ++j) {
+                mmax = fmaxf(mmax, args.lse[j * split_stride + idx]);
+            }
             for (int d = lane_id() * 4; d < HD; d += 128) {
                 float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
                 float wsum = 0.f;

@@ -12,9 +12,15 @@
  * computed). Warps split the TN features (up to 8 ways) and, when TN < 128, the K chunk;
  * split-K partials are summed in shared memory in the epilogue.
  *
- * Pipeline per K chunk c (BK columns), ring slot c % kStages:
- *   W[n0:n0+TN, cBK:(c+1)BK] -> bulk copies (one per weight row), warp 0, mbarrier
- *   a[rows, cBK:(c+1)BK]     -> cp.async 16 B, all threads, one commit group per chunk
+ * Pipeline per K chunk c (BK columns):
+ *   W[n0:n0+TN, cBK:(c+1)BK] -> weight ring slot c % kStages: one bulk copy per weight row
+ *                               (copy engine), issued by warp 0, completing on an mbarrier;
+ *                               prefetch() issues the first kStages chunks
+ *   a[rows, cBK:(c+1)BK]     -> activation slot c % act_slots: cp.async 16 B, all threads,
+ *                               one commit group per chunk, issued in run(). Slots are sized
+ *                               by the real row count (8-row multiples), so decode (T = 1)
+ *                               gets up to kMaxActSlots chunks of lookahead in the same smem
+ *                               that holds 2 slots of 64 rows.
  *
  * HF semantics of the fused norm: a = bf16(g * bf16(x * rsqrt(mean(x^2) + eps))).
  * With a bf16 output and a residual: out = bf16(residual + bf16(acc)).
@@ -30,7 +36,8 @@ namespace linear_detail {
 
 __host__ __device__ constexpr int warps_n(int tn) { return tn / 16 < kWarps ? tn / 16 : kWarps; }
 
-/// K columns per chunk: ~16 KB of weights per stage, a multiple of 16 per warp, dividing K.
+/// K columns per chunk: 128 up to TN = 64, then ~16-20 KB of weights per ring stage; a
+/// multiple of 16 per warp and a divisor of K.
 __host__ __device__ constexpr int default_bk(int k, int tn) {
     int bk = tn <= 64 ? 128 : (tn <= 256 ? 64 : 32);
     const int min_bk = 16 * (kWarps / warps_n(tn));
@@ -38,14 +45,13 @@ __host__ __device__ constexpr int default_bk(int k, int tn) {
     return bk;
 }
 
-__host__ __device__ constexpr int stage_bytes(int tn, int bk) { return (tn + kRowTile) * (bk + 8) * 2; }
-
-/// Shared memory one Linear task aims to stay under with its default stage count.
-constexpr int kDefaultSmemBudget = 110 * 1024;
+/// Weight-ring bytes the default stage count aims for (with the activation slots and
+/// bookkeeping one Linear task stays near 105 KB, so two fit in an H100 CTA's 227 KB).
+constexpr int kDefaultWeightRingBytes = 72 * 1024;
 
 __host__ __device__ constexpr int default_stages(int k, int tn, int bk) {
-    int stages = (kDefaultSmemBudget - 384) / stage_bytes(tn, bk);
-    stages = stages < 2 ? 2 : (stages > 8 ? 8 : stages);
+    int stages = kDefaultWeightRingBytes / (tn * (bk + 8) * 2);
+    stages = stages < 2 ? 2 : (stages > 16 ? 16 : stages);
     const int chunks = k / bk;
     return stages > chunks ? chunks : stages;
 }
@@ -62,6 +68,10 @@ struct LinearTask {
     static_assert(BK % 8 == 0, "bulk copies move 16-byte multiples");
     static_assert(kStages >= 1 && kStages <= 16, "1..16 ring stages (16 mbarriers)");
 
+    using OutType = OutT;
+    static constexpr int kK = K;
+    static constexpr int kTileN = TN;
+
     static constexpr int kWarpsN = linear_detail::warps_n(TN);  // warps across features
     static constexpr int kWarpsK = kWarps / kWarpsN;            // warps across the K chunk
     static constexpr int kWarpRows = TN / kWarpsN;
@@ -71,24 +81,28 @@ struct LinearTask {
     static_assert(kWarpK % 16 == 0, "each warp's share of BK must be a multiple of 16");
     static constexpr int kChunks = K / BK;
 
-    // Shared memory: [mbarriers 128 B][rstd 64 x f32][ring of kStages x (W tile, a tile)].
+    // Shared memory: [mbarriers 128 B][rstd 64 x f32][weight ring: kStages x TN rows]
+    //                [activation slots: kActBytes]; rows padded to kPitch.
     static constexpr int kPitch = BK + 8;  // bf16 per smem row; the 16-byte pad avoids
                                            // ldmatrix bank conflicts
-    static constexpr int kWTileElems = TN * kPitch;
-    static constexpr int kStageBytes = (TN + kRowTile) * kPitch * 2;
+    static constexpr int kWStageElems = TN * kPitch;
+    static constexpr int kWStageBytes = kWStageElems * 2;
     static constexpr int kRstdOffset = 128;
     static constexpr int kRingOffset = 384;
-    static constexpr int kRingBytes = kStages * kStageBytes;
-    // Epilogue (reuses the ring): fp32 partials [kWarpsK][kEpiTokens][TN + 4].
+    static constexpr int kRingBytes = kStages * kWStageBytes;
+    static constexpr int kActOffset = kRingOffset + kRingBytes;
+    static constexpr int kActBytes = 2 * kRowTile * kPitch * 2;  // >= 2 slots of 64 rows
+    static constexpr int kMaxActSlots = 8;
+    // Epilogue (reuses ring + activation slots): fp32 partials [kWarpsK][kEpiTokens][TN + 4].
     static constexpr int kEpiPitch = TN + 4;
     __host__ __device__ static constexpr int epi_tokens() {
         int tokens = kRowTile;
-        while (tokens > 8 && kWarpsK * tokens * kEpiPitch * 4 > kRingBytes) tokens /= 2;
+        while (tokens > 8 && kWarpsK * tokens * kEpiPitch * 4 > kRingBytes + kActBytes) tokens /= 2;
         return tokens;
     }
     static constexpr int kEpiTokens = epi_tokens();
     static constexpr int kEpiBytes = kWarpsK * kEpiTokens * kEpiPitch * 4;
-    static constexpr int kSmemBytes = kRingOffset + cmax(kRingBytes, kEpiBytes);
+    static constexpr int kSmemBytes = kRingOffset + cmax(kRingBytes + kActBytes, kEpiBytes);
 
     struct Args {
         const bf16* weight;       ///< [N, K]
@@ -140,8 +154,14 @@ struct LinearTask {
         const bf16* x = args.input + static_cast<long long>(rows.begin) * K;
         float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
 
-        for (int c = 0; c < kStages; ++c) {
-            if (c < kChunks) issue_activations(x, rows.count, c, smem);
+        // Activation slots sized by the real rows (multiple of 8: one mma n-tile each).
+        const int ntiles = ceil_div(rows.count, 8);
+        const int act_slot_elems = ntiles * 8 * kPitch;
+        const int act_slots =
+            cmin(cmin(kActBytes / (act_slot_elems * 2), kMaxActSlots), kChunks);
+        bf16* act = reinterpret_cast<bf16*>(smem + kActOffset);
+        for (int c = 0; c < act_slots; ++c) {
+            issue_activations(x, rows.count, c, act + c * act_slot_elems);
             cp_async_commit();
         }
         if constexpr (kFuseNorm) compute_rstd(x, rows.count, args.eps, rstd);
@@ -150,7 +170,6 @@ struct LinearTask {
         const int lane = lane_id();
         const int wn = warp % kWarpsN;
         const int wk = warp / kWarpsN;
-        const int ntiles = ceil_div(rows.count, 8);
         const unsigned long long policy = warp == 0 ? l2_evict_first_policy() : 0ull;
 
         float acc[kMTiles][8][4];
@@ -164,22 +183,20 @@ struct LinearTask {
 #pragma unroll 1
         for (int c = 0; c < kChunks; ++c) {
             const int stage = c % kStages;
+            bf16* atile = act + (c % act_slots) * act_slot_elems;
             mbar_wait(&bars[stage], (c / kStages) & 1);
-            cp_async_wait<kStages - 1>();
+            cp_async_wait_dynamic(act_slots - 1);  // chunk c's group is complete
             __syncthreads();
-            const bf16* wtile = stage_ptr(smem, stage);
-            bf16* atile = stage_ptr(smem, stage) + kWTileElems;
             if constexpr (kFuseNorm) {
                 normalize_chunk(atile, rows.count, c, args.norm_weight, rstd);
                 __syncthreads();
             }
-            mma_chunk(wtile, atile, wn, wk, lane, ntiles, acc);
-            __syncthreads();  // slot `stage` is free again
-            const int next = c + kStages;
-            if (next < kChunks) {
-                if (warp == 0) issue_weights(args, n0, valid_n, next, smem, policy);
-                issue_activations(x, rows.count, next, smem);
+            mma_chunk(weight_stage(smem, stage), atile, wn, wk, lane, ntiles, acc);
+            __syncthreads();  // weight stage and activation slot are free again
+            if (warp == 0 && c + kStages < kChunks) {
+                issue_weights(args, n0, valid_n, c + kStages, smem, policy);
             }
+            if (c + act_slots < kChunks) issue_activations(x, rows.count, c + act_slots, atile);
             cp_async_commit();
         }
         epilogue(args, rows, n0, valid_n, wn, wk, lane, ntiles, acc, smem);
@@ -191,8 +208,8 @@ struct LinearTask {
         return reinterpret_cast<unsigned long long*>(smem);
     }
 
-    __device__ static bf16* stage_ptr(char* smem, int stage) {
-        return reinterpret_cast<bf16*>(smem + kRingOffset + stage * kStageBytes);
+    __device__ static bf16* weight_stage(char* smem, int stage) {
+        return reinterpret_cast<bf16*>(smem + kRingOffset + stage * kWStageBytes);
     }
 
     /// Warp 0: arm the slot's mbarrier and copy TN weight rows of chunk c, one bulk copy
@@ -201,7 +218,7 @@ struct LinearTask {
                                          char* smem, unsigned long long policy) {
         const int stage = c % kStages;
         unsigned long long* bar = barriers(smem) + stage;
-        bf16* wtile = stage_ptr(smem, stage);
+        bf16* wtile = weight_stage(smem, stage);
         if (lane_id() == 0) mbar_arrive_expect_tx(bar, static_cast<unsigned>(valid_n) * BK * 2);
         __syncwarp();
         const bf16* src = args.weight + static_cast<long long>(n0) * K + c * BK;
@@ -211,14 +228,14 @@ struct LinearTask {
         }
     }
 
-    /// All threads: cp.async the chunk's activation rows (16 B each) into the slot.
-    __device__ static void issue_activations(const bf16* x, int count, int c, char* smem) {
-        bf16* atile = stage_ptr(smem, c % kStages) + kWTileElems;
+    /// All threads: cp.async the chunk's activation rows (16 B each) into a slot.
+    __device__ static void issue_activations(const bf16* x, int count, int c, bf16* atile) {
         constexpr int kVecs = BK / 8;
         for (int i = threadIdx.x; i < count * kVecs; i += kThreads) {
             const int r = i / kVecs;
             const int v = i % kVecs;
-            cp_async16(atile + r * kPitch + v * 8, x + static_cast<long long>(r) * K + c * BK + v * 8);
+            cp_async16(atile + r * kPitch + v * 8,
+                       x + static_cast<long long>(r) * K + c * BK + v * 8);
         }
     }
 
@@ -264,7 +281,9 @@ struct LinearTask {
         for (int ks = 0; ks < kKSteps; ++ks) {
             unsigned a[kMTiles][4];
 #pragma unroll
-            for (int mt = 0; mt < kMTiles; ++mt) ldmatrix_x4(a[mt], wbase + mt * 16 * kPitch + ks * 16);
+            for (int mt = 0; mt < kMTiles; ++mt) {
+                ldmatrix_x4(a[mt], wbase + mt * 16 * kPitch + ks * 16);
+            }
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
                 if (nt < ntiles) {
