@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_C_TO_NUMPY = {"uint16_t": np.uint16, "int32_t": np.int32, "uint64_t": np.uint64}
+_C_TO_NUMPY = {"unsigned short": np.uint16, "int": np.int32, "unsigned long long": np.uint64}
 
 
 @dataclass(frozen=True)
@@ -41,33 +41,33 @@ class Struct:
 
 # One queue entry: which template instantiation ("kind"), which of its grids ("slot":
 # the per-grid pointer/shape table row), and the task's coordinates.
-TASK_DESC = Struct("TaskDesc", (("kind", "uint16_t"), ("slot", "uint16_t"), ("c0", "uint16_t"),
-                                ("c1", "uint16_t"), ("c2", "uint16_t"), ("pad", "uint16_t")),
+TASK_DESC = Struct("TaskDesc", (("kind", "unsigned short"), ("slot", "unsigned short"), ("c0", "unsigned short"),
+                                ("c1", "unsigned short"), ("c2", "unsigned short"), ("pad", "unsigned short")),
                    "A task in a worker queue: template kind, grid slot, coordinates.")
 
 # The per-bucket tables (device pointers) the kernel walks; one per shape bucket.
 BUCKET = Struct("BucketTables", (
-    ("queue", "uint64_t"),            # TaskDesc[num_entries], worker queues back to back
-    ("queue_begin", "uint64_t"),      # int32[num_workers + 1]
-    ("wait_begin", "uint64_t"),       # int32[num_entries + 1]
-    ("wait_counter", "uint64_t"),     # int32[...] counter ids
-    ("wait_target", "uint64_t"),      # int32[...] notifies that fire each
-    ("notify_begin", "uint64_t"),     # int32[num_entries + 1]
-    ("notify_counter", "uint64_t"),   # int32[...]
-    ("num_counters", "int32_t"),
-    ("num_workers", "int32_t"),
+    ("queue", "unsigned long long"),            # TaskDesc[num_entries], worker queues back to back
+    ("queue_begin", "unsigned long long"),      # int32[num_workers + 1]
+    ("wait_begin", "unsigned long long"),       # int32[num_entries + 1]
+    ("wait_counter", "unsigned long long"),     # int32[...] counter ids
+    ("wait_target", "unsigned long long"),      # int32[...] notifies that fire each
+    ("notify_begin", "unsigned long long"),     # int32[num_entries + 1]
+    ("notify_counter", "unsigned long long"),   # int32[...]
+    ("num_counters", "int"),
+    ("num_workers", "int"),
 ), "Static schedule and event tables of one shape bucket.")
 
 # Global state of the runtime: counters (two parities), the step counter, debug state.
 RUNTIME = Struct("RuntimeState", (
-    ("counters", "uint64_t"),         # int32[2 * max_counters]
-    ("max_counters", "int32_t"),
-    ("pad0", "int32_t"),
-    ("step", "uint64_t"),             # int32[2]: {step index, workers done}
-    ("debug", "uint64_t"),            # DebugState* or 0
-    ("buffers", "uint64_t"),          # uint64[num_buffers]: every tensor's device pointer
-    ("shape", "uint64_t"),            # StepShape* (written by the host each step)
-    ("trace", "uint64_t"),            # uint64[4 * entries] when tracing, else 0
+    ("counters", "unsigned long long"),         # int32[2 * max_counters]
+    ("max_counters", "int"),
+    ("pad0", "int"),
+    ("step", "unsigned long long"),             # int32[2]: {step index, workers done}
+    ("debug", "unsigned long long"),            # DebugState* or 0
+    ("buffers", "unsigned long long"),          # uint64[num_buffers]: every tensor's device pointer
+    ("shape", "unsigned long long"),            # StepShape* (written by the host each step)
+    ("trace", "unsigned long long"),            # uint64[4 * entries] when tracing, else 0
 ), "Pointers shared by every step.")
 
 WIRE_STRUCTS = (TASK_DESC, BUCKET, RUNTIME)

@@ -84,8 +84,17 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
                 acc |= counter_anc[k]
             anc[space.offsets[g] + int(t)] = acc
 
-    def before(pg: int, p: int, cg: int, c: int) -> bool:
-        return bool((anc[space.offsets[cg] + int(c)] >> int(space.offsets[pg] + p)) & 1)
+    slices: dict[tuple[int, int], np.ndarray] = {}
+
+    def before_all(pg: int, cg: int, c: int) -> np.ndarray:
+        """[tasks of pg] bool: which happen before task c of grid cg."""
+        key = (cg * (1 << 32) + int(c), pg)
+        if key not in slices:
+            n = len(space.coords[pg])
+            bits = (anc[space.offsets[cg] + int(c)] >> int(space.offsets[pg])) & ((1 << n) - 1)
+            raw = np.frombuffer(bits.to_bytes((n + 7) // 8, "little"), np.uint8)
+            slices[key] = np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+        return slices[key]
 
     # 3. conflicts between grids, and 4. inside a grid.
     for tensor, history in tracked_accesses(program).items():
@@ -95,9 +104,9 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
             for pg, pa in conflicting_earlier(space, history, pos, b):
                 hit = overlap(mine, space.access_boxes(pg, pa, b))
                 hit &= c_live[:, None] & bound.exists[pg][None, :]
-                for c, p in zip(*np.nonzero(hit)):
-                    report.checked_pairs += 1
-                    if not before(pg, int(p), cg, int(c)):
+                report.checked_pairs += int(hit.sum())
+                for c in np.nonzero(hit.any(axis=1))[0]:
+                    for p in np.nonzero(hit[c] & ~before_all(pg, cg, c))[0]:
                         kind = "read-after-write" if mode == "r" else "write-after-" + (
                             "write" if grids[pg].accesses[pa].mode == "w" else "read")
                         report.violations.append(
@@ -130,7 +139,7 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
             for c in np.nonzero(bound.exists[cg] & ~mine.empty)[0]:
                 parts = []
                 for pg, pa in writers:
-                    ok = [p for p in np.nonzero(bound.exists[pg])[0] if before(pg, p, cg, c)]
+                    ok = np.nonzero(bound.exists[pg] & before_all(pg, cg, c))[0].tolist()
                     parts.append((pg, pa, tuple(ok)))
                 key = (tuple(mine.lo[c]), tuple(mine.hi[c]), tuple(mine.space[c]),
                        tuple(mine.part[c]), tuple(parts))

@@ -79,7 +79,7 @@ INSTANCES = {
     "linear_tn32_norm": "LinearTask<2048, 32, bf16, true, true>",
     "linear_tn512_bf16": "LinearTask<2048, 512, bf16, true, true>",
     # shared
-    "gather": "GatherRowsTask",
+    "gather": "GatherRowsTask<256>",
     "argmax_seqs": "ArgmaxTask<RowSet::kSeqs>",
     "argmax_tokens": "ArgmaxTask<RowSet::kTokens>",
     "rmsnorm_tokens": "RmsNormTask<RowSet::kTokens>",

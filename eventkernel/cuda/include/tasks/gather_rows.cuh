@@ -10,7 +10,11 @@
 
 namespace ek {
 
+/// Column tile c0 of the gather: out[s, c0*TC:(c0+1)*TC] = input[logits_indices[s], ...].
+/// Only the tile's columns are read, so a tile waits just for the producers of them.
+template <int TC>
 struct GatherRowsTask {
+    static_assert(TC % 8 == 0, "TC must be a multiple of 8 (16-byte vectors)");
     static constexpr int kSmemBytes = 0;
 
     struct Args {
@@ -25,11 +29,13 @@ struct GatherRowsTask {
 
     __device__ static void prefetch(const Args&, int, int, int, char*) {}
 
-    __device__ static void run(const Args& args, const StepShape& shape, int, int, int, char*) {
-        const int vecs = args.dim / 8;
+    __device__ static void run(const Args& args, const StepShape& shape, int c0, int, int,
+                               char*) {
+        constexpr int vecs = TC / 8;
         for (int i = threadIdx.x; i < shape.num_seqs * vecs; i += kThreads) {
             const int s = i / vecs;
-            const int col = (i % vecs) * 8;
+            const int col = c0 * TC + (i % vecs) * 8;
+            if (col >= args.dim) continue;
             const long long src_row = shape.logits_indices[s];
             copy8(args.out + static_cast<long long>(s) * args.dim + col,
                   args.input + src_row * args.dim + col);

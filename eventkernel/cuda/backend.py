@@ -1,0 +1,191 @@
+"""The CUDA backend: one cooperative launch of the generated megakernel per step.
+
+At load: generate the source, compile it (NVRTC, cached on disk), allocate every buffer
+on the GPU, and write the runtime state. Per shape bucket (first use, no compilation):
+build the static schedule and upload its queues and event tables. Per step: copy the
+step's inputs, launch, read the logits.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+
+import numpy as np
+import torch
+
+from eventkernel.compiler import Compiled
+from eventkernel.cpu.backend import TORCH_DTYPES, StepResult
+from eventkernel.cuda.codegen import KernelSource, generate
+from eventkernel.cuda.compile import compile_cuda
+from eventkernel.cuda.launch import LoadedModule, require_hopper
+from eventkernel.cuda.wire import BUCKET, RUNTIME, TASK_DESC
+from eventkernel.engine.step import StepInputs
+from eventkernel.events.bind import BoundEvents
+from eventkernel.ir.graph import DType, TensorKind
+from eventkernel.schedule.static import StaticSchedule
+
+THREADS = 256
+STEP_INPUTS = ("tokens", "positions", "query_start", "context_lens", "block_table",
+               "slot_mapping", "logits_indices")
+
+
+class KernelStuck(RuntimeError):
+    """A debug build's bounded wait expired: the kernel stopped instead of hanging."""
+
+
+class _Bucket:
+    """Device copies of one bucket's static schedule and event tables."""
+
+    def __init__(self, schedule: StaticSchedule, grid_kind, device) -> None:
+        bound: BoundEvents = schedule.bound
+        coords = bound.plan.space.coords
+        entries = [(g, t) for q in schedule.queues for g, t in q]
+        desc = np.zeros(len(entries), TASK_DESC.dtype)
+        waits, notifies = [0], [0]
+        wait_counter, wait_target, notify_counter = [], [], []
+        for i, (g, t) in enumerate(entries):
+            kind, slot = grid_kind[g]
+            c = list(coords[g][t]) + [0, 0, 0]
+            desc[i] = (kind, slot, c[0], c[1], c[2], 0)
+            row = bound.waits[g].row(t)
+            wait_counter += row.tolist()
+            wait_target += bound.targets[row].tolist()
+            waits.append(len(wait_counter))
+            notify_counter += bound.notifies[g].row(t).tolist()
+            notifies.append(len(notify_counter))
+        begin = np.cumsum([0] + [len(q) for q in schedule.queues])
+
+        def dev(values, dtype=torch.int32):
+            return torch.tensor(np.asarray(values), dtype=dtype, device=device)
+
+        self.tensors = {
+            "queue": torch.from_numpy(desc.view(np.uint8).copy()).to(device),
+            "queue_begin": dev(begin), "wait_begin": dev(waits),
+            "wait_counter": dev(wait_counter or [0]), "wait_target": dev(wait_target or [0]),
+            "notify_begin": dev(notifies), "notify_counter": dev(notify_counter or [0]),
+        }
+        record = {name: t.data_ptr() for name, t in self.tensors.items()}
+        record |= {"num_counters": bound.num_counters, "num_workers": schedule.num_workers}
+        self.table = torch.from_numpy(BUCKET.pack([record]).view(np.uint8).copy()).to(device)
+        self.schedule = schedule
+
+
+class CudaBackend:
+    """Runs a compiled program as one persistent kernel per step on a Hopper GPU."""
+
+    name = "cuda"
+
+    def __init__(self, compiled: Compiled, weights: dict[str, torch.Tensor], *,
+                 debug: bool = False, device: int | None = None,
+                 cache_dir: str | None = None) -> None:
+        if compiled.limits.dtype is not DType.BF16:
+            raise ValueError("the CUDA backend runs bf16 programs: compile with dtype bf16")
+        info = require_hopper(device)
+        self.device = torch.device("cuda", torch.cuda.current_device() if device is None
+                                   else device)
+        self.compiled = compiled
+        self.debug = debug
+        self.num_workers = info.sm_count
+        start = time.perf_counter()
+        self.kernel_source: KernelSource = generate(compiled.program)
+        self.compiled_kernel = compile_cuda(self.kernel_source.source, debug=debug,
+                                            cache_dir=cache_dir, name="ek_step")
+        self.compile_s = time.perf_counter() - start
+        self.module = LoadedModule(self.compiled_kernel.cubin)
+        self.smem = self._smem_bytes()
+        self.func = self.module.get_function("ek_step", max_dynamic_smem=self.smem)
+        self._allocate(weights)
+        self.buckets: dict[tuple, _Bucket] = {}
+
+    def _smem_bytes(self) -> int:
+        func = self.module.get_function("ek_smem_sizes")
+        out = torch.zeros(len(self.kernel_source.kinds), dtype=torch.int32, device=self.device)
+        self.module.launch(func, 1, 1, 0, [out])
+        return max(1024, int(out.max().item()))
+
+    def _allocate(self, weights: dict[str, torch.Tensor]) -> None:
+        program = self.compiled.program
+        hull = program.max_binding
+        self.buffers: dict[str, torch.Tensor] = {}
+        for name in self.kernel_source.buffers:
+            tensor = program.tensors[name]
+            dtype = TORCH_DTYPES[tensor.dtype]
+            if tensor.kind is TensorKind.WEIGHT:
+                self.buffers[name] = weights[name].to(self.device, dtype).contiguous()
+            else:
+                self.buffers[name] = torch.zeros(tensor.concrete_shape(hull), dtype=dtype,
+                                                 device=self.device)
+        pointers = [self.buffers[n].data_ptr() for n in self.kernel_source.buffers]
+        self.pointer_table = torch.tensor(pointers, dtype=torch.uint64, device=self.device)
+        num_counters = sum(e.size for e in self.compiled.plan.events)
+        self.counters = torch.zeros(2 * max(1, num_counters), dtype=torch.int32,
+                                    device=self.device)
+        self.step_state = torch.zeros(2, dtype=torch.int32, device=self.device)
+        self.debug_state = torch.zeros(8, dtype=torch.int32, device=self.device)
+        # StepShape (step.cuh): two ints, then the input pointers.
+        self.shape_host = torch.zeros(72, dtype=torch.uint8).pin_memory()
+        self.shape_dev = torch.zeros(72, dtype=torch.uint8, device=self.device)
+        words = self.shape_host.view(torch.int64)
+        for offset, name in ((8, "tokens"), (16, "positions"), (24, "query_start"),
+                             (32, "context_lens"), (40, "block_table"), (56, "slot_mapping"),
+                             (64, "logits_indices")):
+            words[offset // 8] = self.buffers[name].data_ptr()
+        self.shape_host.view(torch.int32)[12] = self.compiled.limits.pages_per_seq
+        record = {"counters": self.counters.data_ptr(), "max_counters": max(1, num_counters),
+                  "pad0": 0, "step": self.step_state.data_ptr(),
+                  "debug": self.debug_state.data_ptr() if self.debug else 0,
+                  "buffers": self.pointer_table.data_ptr(), "shape": self.shape_dev.data_ptr(),
+                  "trace": 0}
+        self.runtime = torch.from_numpy(RUNTIME.pack([record]).view(np.uint8).copy()).to(
+            self.device)
+        self.inputs_host = {n: torch.zeros_like(self.buffers[n], device="cpu").pin_memory()
+                            for n in STEP_INPUTS}
+
+    def bucket(self, bucket: dict[str, int]) -> _Bucket:
+        key = tuple(sorted(bucket.items()))
+        if key not in self.buckets:
+            schedule = self.compiled.static(bucket, self.num_workers)
+            self.buckets[key] = _Bucket(schedule, self.kernel_source.grid_kind, self.device)
+        return self.buckets[key]
+
+    def launch(self, bucket: _Bucket) -> None:
+        self.module.launch_cooperative(self.func, self.num_workers, THREADS, self.smem,
+                                       [self.runtime, bucket.table])
+
+    def prepare(self, inputs: StepInputs) -> _Bucket:
+        """Copy the step's inputs and shape to the GPU (asynchronously)."""
+        bucket = self.bucket(self.compiled.bucket(inputs.num_tokens, inputs.num_seqs))
+        inputs.write(self.inputs_host)
+        for name in STEP_INPUTS:
+            self.buffers[name].copy_(self.inputs_host[name], non_blocking=True)
+        ints = self.shape_host.view(torch.int32)
+        ints[0], ints[1] = inputs.num_tokens, inputs.num_seqs
+        self.shape_dev.copy_(self.shape_host, non_blocking=True)
+        return bucket
+
+    def run(self, inputs: StepInputs) -> StepResult:
+        bucket = self.prepare(inputs)
+        self.launch(bucket)
+        if self.debug:
+            self.check_debug(bucket)
+        s = inputs.num_seqs
+        return StepResult(self.buffers["logits"][:s].float().cpu(),
+                          self.buffers["next_tokens"][:s].cpu())
+
+    def check_debug(self, bucket: _Bucket) -> None:
+        state = self.debug_state.cpu().tolist()
+        if not state[0]:
+            return
+        _, worker, entry, counter, observed, target = state[:6]
+        grids = self.compiled.program.grids
+        schedule = bucket.schedule
+        flat = [(g, t) for q in schedule.queues for g, t in q]
+        g, t = flat[entry]
+        coords = tuple(int(v) for v in self.compiled.plan.space.coords[g][t])
+        bound = schedule.bound
+        eid = int(np.searchsorted(bound.counter_base, counter, "right") - 1)
+        event = self.compiled.plan.events[eid]
+        raise KernelStuck(
+            f"worker {worker} stopped in task {grids[g].name}{coords}: it waited on "
+            f"{event.name}[{counter - bound.counter_base[eid]}] ({grids[event.producer].name}"
+            f" -> {grids[event.consumer].name}) which had {observed} of {target} notifies")

@@ -1,0 +1,249 @@
+"""Code generation: the megakernel source for a compiled program.
+
+The source is the dispatch loop plus one instantiation per distinct task template
+("kind"). A kind's per-grid data (which buffers, which sizes) lives in a ``__constant__``
+table indexed by the task descriptor's ``slot``, so the generated code does not grow with
+the number of layers. Task descriptors, bucket tables and the runtime state are declared
+once in :mod:`eventkernel.cuda.wire`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from eventkernel.ir.graph import DType, TensorKind
+from eventkernel.ir.symbols import SEQS, Expr
+from eventkernel.lower.grid import Program, TaskGrid
+from eventkernel.cuda.wire import c_declarations
+
+
+class UnsupportedOnGpu(ValueError):
+    """The program uses something the CUDA backend does not implement."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member of a task's Args: a buffer pointer (by tensor name) or a constant."""
+
+    c_type: str
+    tensor: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Kind:
+    template: str                     # e.g. "LinearTask<2048, 16, bf16, true, false>"
+    fields: tuple[str, ...]           # C types of the Args members, in order
+    index: int
+
+
+def _rows(program: Program, tensor: str) -> str:
+    dim0 = program.tensors[tensor].shape[0]
+    is_seqs = isinstance(dim0, Expr) and SEQS.args[0] in dim0.symbols
+    return "RowSet::kSeqs" if is_seqs else "RowSet::kTokens"
+
+
+def instantiate(grid: TaskGrid, program: Program) -> tuple[str, list[Field]]:
+    """The template instantiation and Args fields of one task grid."""
+    node, tile, t = grid.node, grid.tile, grid.task_type
+    ins, outs, attrs = node.inputs, node.outputs, node.attrs
+    ptr = lambda ty, name: Field(ty, tensor=name)  # noqa: E731
+    null = Field("const bf16*", value="nullptr")
+    if t == "embedding":
+        return (f"EmbeddingTask<{tile['TC']}>",
+                [ptr("const bf16*", ins["table"]), ptr("bf16*", outs["out"]),
+                 Field("int", value=str(tile["D"]))])
+    if t == "linear":
+        out_f32 = program.tensors[outs["out"]].dtype is DType.F32
+        out_t = "float" if out_f32 else "bf16"
+        n = program.tensors[ins["weight"]].shape[0]
+        if n % 8:
+            raise UnsupportedOnGpu(f"{grid.name}: {n} output features is not a multiple of 8")
+        template = (f"LinearTask<{tile['K']}, {tile['TN']}, {out_t}, "
+                    f"{str(tile['norm']).lower()}, {str(tile['residual']).lower()}, "
+                    f"{_rows(program, ins['x'])}>")
+        return template, [
+            ptr("const bf16*", ins["weight"]), ptr("const bf16*", ins["x"]),
+            ptr("const bf16*", ins["norm"]) if "norm" in ins else null,
+            ptr(f"const {out_t}*", ins["residual"]) if "residual" in ins
+            else Field(f"const {out_t}*", value="nullptr"),
+            ptr(f"{out_t}*", outs["out"]), Field("int", value=str(n)),
+            Field("float", value=repr(float(attrs.get("eps", 0.0))) + "f")]
+    if t == "rope_append":
+        return (f"RopeKvAppendTask<{tile['HD']}, {tile['G']}, {str(tile['qk_norm']).lower()}>",
+                [ptr("const bf16*", ins["qkv"]),
+                 ptr("const bf16*", ins["q_norm"]) if "q_norm" in ins else null,
+                 ptr("const bf16*", ins["k_norm"]) if "k_norm" in ins else null,
+                 ptr("const float*", ins["inv_freq"]), ptr("bf16*", outs["q"]),
+                 ptr("bf16*", outs["k_cache"]), ptr("bf16*", outs["v_cache"]),
+                 Field("int", value=str(attrs["num_kv_heads"])),
+                 Field("float", value=repr(float(attrs["eps"])) + "f")])
+    max_tokens = str(program.maxima["T"])
+    if t == "attention":
+        return (f"AttentionTask<{tile['HD']}, {tile['G']}>",
+                [ptr("const bf16*", ins["q"]), ptr("const bf16*", ins["k_cache"]),
+                 ptr("const bf16*", ins["v_cache"]), ptr("float*", "attn_partial"),
+                 ptr("float*", "attn_lse"), Field("int", value=str(attrs["num_kv_heads"])),
+                 Field("int", value=str(tile["page_size"])),
+                 Field("int", value=str(tile["splits"])), Field("int", value=max_tokens),
+                 Field("float", value=repr(1.0 / math.sqrt(tile["HD"])) + "f")])
+    if t == "attn_merge":
+        return (f"AttentionMergeTask<{tile['HD']}, {tile['G']}>",
+                [ptr("const float*", "attn_partial"), ptr("const float*", "attn_lse"),
+                 ptr("bf16*", outs["out"]), Field("int", value=str(attrs["num_kv_heads"])),
+                 Field("int", value=str(tile["splits"])), Field("int", value=max_tokens)])
+    if t == "silu_mul":
+        return (f"SiluMulTask<{tile['TC']}>",
+                [ptr("const bf16*", ins["x"]), ptr("bf16*", outs["out"]),
+                 Field("int", value=str(tile["I"]))])
+    if t == "gather":
+        return (f"GatherRowsTask<{tile['TC']}>",
+                [ptr("const bf16*", ins["x"]), ptr("bf16*", outs["out"]),
+                 Field("int", value=str(tile["D"]))])
+    if t == "argmax":
+        return (f"ArgmaxTask<{_rows(program, ins['x'])}>",
+                [ptr("const float*", ins["x"]), Field("int", value=str(tile["V"])),
+                 ptr("int*", outs["out"]), Field("float*", value="nullptr")])
+    raise UnsupportedOnGpu(f"no CUDA template for task type {t!r} ({grid.name})")
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    source: str
+    buffers: tuple[str, ...]                 # buffer index -> tensor name
+    kinds: tuple[str, ...]                   # kind index -> template
+    grid_kind: tuple[tuple[int, int], ...]   # grid index -> (kind, slot)
+
+
+def generate(program: Program, *, trace: bool = False) -> KernelSource:
+    """The megakernel source for ``program``."""
+    for name, tensor in program.tensors.items():
+        if tensor.kind is not TensorKind.INPUT and tensor.dtype is DType.F32 and \
+                tensor.kind is TensorKind.WEIGHT and name != "rope_inv_freq":
+            raise UnsupportedOnGpu("the CUDA backend runs bf16 weights; compile with dtype bf16")
+    buffers = tuple(program.tensors)
+    index = {name: i for i, name in enumerate(buffers)}
+    kinds: dict[str, list] = {}
+    grid_kind = []
+    templates: list[str] = []
+    for grid in program.grids:
+        template, fields = instantiate(grid, program)
+        # NOTE: grids share a kind when the template and every constant field agree.
+        key = template + "|" + ",".join(f.value for f in fields if f.tensor is None)
+        if key not in kinds:
+            templates.append(template)
+        slots = kinds.setdefault(key, [])
+        grid_kind.append((list(kinds).index(key), len(slots)))
+        slots.append(fields)
+    parts = ["// Generated by eventkernel.cuda.codegen: the megakernel of one compiled model.",
+             '#include "eventkernel.cuh"', "", "namespace ek {", c_declarations(), "}  // namespace ek",
+             "using namespace ek;", ""]
+    dispatch = []
+    for k, (template, slots) in enumerate(zip(templates, kinds.values())):
+        ptr_cols = [i for i, f in enumerate(slots[0]) if f.tensor is not None]
+        rows = ", ".join("{" + ", ".join(str(index[s[i].tensor]) for i in ptr_cols) + "}"
+                         for s in slots) if ptr_cols else ""
+        parts.append(f"// kind {k}: {len(slots)} grid(s)")
+        parts.append(f"using Kind{k} = {template};")
+        if ptr_cols:
+            parts.append(f"__constant__ int kKind{k}Buffers[{len(slots)}][{len(ptr_cols)}] = "
+                         f"{{{rows}}};")
+        members = []
+        col = 0
+        for i, f in enumerate(slots[0]):
+            if f.tensor is not None:
+                members.append(f"static_cast<{f.c_type}>(B[kKind{k}Buffers[slot][{col}]])")
+                col += 1
+            else:
+                members.append(f"static_cast<{f.c_type}>({f.value})")
+        parts.append(f"__device__ __forceinline__ Kind{k}::Args kind{k}_args(void* const* B, "
+                     f"int slot) {{\n    return Kind{k}::Args{{{', '.join(members)}}};\n}}\n")
+        dispatch.append(f"            case {k}: ok = run_task<Kind{k}>(kind{k}_args(B, d.slot), "
+                        f"shape, d, e, bt, counters, dbg, smem); break;")
+    smem_lines = "\n".join(f"    out[{k}] = Kind{k}::kSmemBytes;" for k in range(len(kinds)))
+    parts.append(_RUNTIME.replace("{DISPATCH}", "\n".join(dispatch))
+                 .replace("{SMEM}", smem_lines).replace("{NUM_KINDS}", str(len(kinds))))
+    return KernelSource("\n".join(parts), buffers, tuple(templates), tuple(grid_kind))
+
+
+_RUNTIME = r"""
+/// One task: weights first (they never wait), then the events, then the task itself;
+/// notify after its writes. Out-of-shape tasks skip the work but still wait and notify:
+/// the events' transitive reduction relies on every task's waits.
+template <class Task>
+__device__ __forceinline__ bool run_task(const typename Task::Args& args, const StepShape& shape,
+                                         const TaskDesc& d, int e, const BucketTables& bt,
+                                         int* counters, DebugState* dbg, char* smem) {
+    const bool active = Task::active(shape, d.c0, d.c1, d.c2);
+    if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
+    const int* wait_begin = reinterpret_cast<const int*>(bt.wait_begin);
+    const int* wait_counter = reinterpret_cast<const int*>(bt.wait_counter);
+    const int* wait_target = reinterpret_cast<const int*>(bt.wait_target);
+    for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j) {
+        if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j])) {
+            if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
+            return false;
+        }
+    }
+    if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+    const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
+    const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
+            red_release_gpu_add(counters + notify_counter[j], 1);
+    }
+    return true;
+}
+
+extern "C" __global__ void ek_smem_sizes(int* out) {
+{SMEM}
+}
+
+/// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
+/// Counters of two parities alternate between steps; each step zeroes the parity the next
+/// step will use, so the host never resets anything.
+extern "C" __global__ void __launch_bounds__(256, 1)
+ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ btp) {
+    extern __shared__ __align__(128) char smem[];
+    __shared__ int s_parity;
+    const RuntimeState rt = *rtp;
+    const BucketTables bt = *btp;
+    int* step_state = reinterpret_cast<int*>(rt.step);
+    if (threadIdx.x == 0) s_parity = ld_acquire_gpu(step_state) & 1;
+    __syncthreads();
+    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
+    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
+         i += gridDim.x * blockDim.x)
+        next[i] = 0;
+    const StepShape& shape = *reinterpret_cast<const StepShape*>(rt.shape);
+    DebugState* dbg = reinterpret_cast<DebugState*>(rt.debug);
+    void* const* B = reinterpret_cast<void* const*>(rt.buffers);
+    const TaskDesc* queue = reinterpret_cast<const TaskDesc*>(bt.queue);
+    const int* queue_begin = reinterpret_cast<const int*>(bt.queue_begin);
+    const int w = blockIdx.x;
+    if (w < bt.num_workers) {
+        for (int e = queue_begin[w]; e < queue_begin[w + 1]; ++e) {
+            const TaskDesc d = queue[e];
+            bool ok = true;
+            switch (d.kind) {
+{DISPATCH}
+            default: ok = false;
+            }
+            if (!ok) break;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const int done = atomicAdd(step_state + 1, 1);
+        if (done == gridDim.x - 1) {
+            step_state[1] = 0;
+            __threadfence();
+            atomicAdd(step_state, 1);
+        }
+    }
+}
+"""
