@@ -179,3 +179,24 @@ def random_checkpoint(config: ModelConfig, seed: int = 0) -> dict[str, torch.Ten
             w |= {p + "self_attn.q_norm.weight": norm_weight(hd),
                   p + "self_attn.k_norm.weight": norm_weight(hd)}
     return w
+
+
+def random_graph_weights(graph: Graph, seed: int = 0,
+                         device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Seeded random graph weights made directly on ``device`` (benchmarks: no checkpoint,
+    no fp32 copy on the host). Matrices are scaled by 1/sqrt(fan-in), norms near 1."""
+    config: ModelConfig = graph.meta["config"]
+    dtype = torch.bfloat16 if graph.meta["limits"].dtype is DType.BF16 else torch.float32
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {"rope_inv_freq": rope_inv_freq(config).to(device)}
+    for name, tensor in graph.tensors.items():
+        if tensor.kind is not TensorKind.WEIGHT or name in out:
+            continue
+        shape = tuple(int(d) for d in tensor.shape)
+        w = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+        if len(shape) == 1:
+            w = 1.0 + 0.1 * w
+        elif name != "embed":
+            w = w * shape[1] ** -0.5
+        out[name] = w.to(dtype)
+    return out

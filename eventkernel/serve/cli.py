@@ -49,13 +49,24 @@ def main(argv: list[str] | None = None) -> int:
             from eventkernel.cuda.aot import compile_command
             return compile_command(args.model, _limits(args), args.workers, args.out)
         if args.command == "bench":
-            from eventkernel.bench.run import main as bench_main
-            return bench_main(args.args)
+            return _bench(args.args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"eventkernel {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 1
+
+
+def _bench(argv: list[str]) -> int:
+    import torch
+
+    from eventkernel.bench.run import build_parser, main as bench_main, resolve_options
+    runner = None
+    if torch.cuda.is_available():
+        from eventkernel.bench.megakernel import MegakernelRunner
+        options = resolve_options(build_parser().parse_args(argv))
+        runner = MegakernelRunner(max(options.tokens), max(options.contexts))
+    return bench_main(argv, eventkernel_runner=runner)
 
 
 def _limit_args(p: argparse.ArgumentParser) -> None:

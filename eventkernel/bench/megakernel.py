@@ -1,0 +1,59 @@
+"""The megakernel as a benchmark runner: ``runner(config, num_tokens, context_len) -> step``.
+
+Each step is ``num_tokens`` sequences decoding one token each with ``context_len`` tokens
+of context, launched exactly as the engine launches it (inputs already on the GPU).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from eventkernel.compiler import compile_model
+from eventkernel.engine.kv_cache import BlockManager
+from eventkernel.engine.step import build_step
+from eventkernel.ir.graph import DType
+from eventkernel.lower import Target
+from eventkernel.models.config import Limits, ModelConfig
+from eventkernel.models.decoder import random_graph_weights
+
+
+class MegakernelRunner:
+    """Compiles each model once (for the largest batch and context asked for) and
+    serves every (tokens, context) point from that one kernel."""
+
+    def __init__(self, max_tokens: int, max_context: int, seed: int = 0) -> None:
+        self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
+        self.backends: dict[str, Any] = {}
+
+    def backend(self, config: dict):
+        from eventkernel.cuda.backend import CudaBackend
+        from eventkernel.cuda.launch import device_info
+        key = repr(sorted(config.items()))
+        if key not in self.backends:
+            self.backends.clear()                         # one model on the GPU at a time
+            model = ModelConfig.from_hf(config)
+            limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
+                            max_context=self.max_context + 16, dtype=DType.BF16)
+            compiled = compile_model(model, limits, Target(num_workers=device_info().sm_count))
+            weights = random_graph_weights(compiled.graph, self.seed, "cuda")
+            self.backends[key] = CudaBackend(compiled, weights)
+        return self.backends[key]
+
+    def __call__(self, config: dict, num_tokens: int, context_len: int):
+        backend = self.backend(config)
+        limits = backend.compiled.limits
+        blocks = BlockManager(limits.total_pages, limits.page_size, limits.pages_per_seq)
+        chunks = []
+        for seq in range(num_tokens):
+            blocks.allocate(seq, context_len - 1)
+            chunks.append((seq, context_len - 1, [(7 * seq + 3) % 1000]))
+        bucket = backend.prepare(build_step(chunks, blocks))
+
+        def step() -> None:
+            backend.launch(bucket)
+        step.reset = lambda: None
+        step.backend = backend
+        step.bucket = bucket
+        return step
+
+    def close(self) -> None:
+        self.backends.clear()
