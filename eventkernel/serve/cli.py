@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--out", default="build/kernel", help="output folder")
     _limit_args(comp)
 
-    bench = sub.add_parser("bench", help="decode-step latency against baselines and the floor")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="decode-step latency against baselines and the floor "
+                   "(eventkernel bench --help)")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:            # its own options: eventkernel bench --help
+        return _bench(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -48,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compile":
             from eventkernel.cuda.aot import compile_command
             return compile_command(args.model, _limits(args), args.workers, args.out)
-        if args.command == "bench":
-            return _bench(args.args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"eventkernel {args.command}: error: {message}", file=sys.stderr)
