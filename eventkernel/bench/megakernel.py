@@ -20,8 +20,10 @@ class MegakernelRunner:
     """Compiles each model once (for the largest batch and context asked for) and
     serves every (tokens, context) point from that one kernel."""
 
-    def __init__(self, max_tokens: int, max_context: int, seed: int = 0) -> None:
+    def __init__(self, max_tokens: int, max_context: int, seed: int = 0,
+                 trace: bool = False) -> None:
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
+        self.trace = trace
         self.backends: dict[str, Any] = {}
 
     def backend(self, config: dict):
@@ -35,7 +37,7 @@ class MegakernelRunner:
                             max_context=self.max_context + 16, dtype=DType.BF16)
             compiled = compile_model(model, limits, Target(num_workers=device_info().sm_count))
             weights = random_graph_weights(compiled.graph, self.seed, "cuda")
-            self.backends[key] = CudaBackend(compiled, weights)
+            self.backends[key] = CudaBackend(compiled, weights, trace=self.trace)
         return self.backends[key]
 
     def __call__(self, config: dict, num_tokens: int, context_len: int):

@@ -76,7 +76,7 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, compiled: Compiled, weights: dict[str, torch.Tensor], *,
-                 debug: bool = False, device: int | None = None,
+                 debug: bool = False, trace: bool = False, device: int | None = None,
                  cache_dir: str | None = None) -> None:
         if compiled.limits.dtype is not DType.BF16:
             raise ValueError("the CUDA backend runs bf16 programs: compile with dtype bf16")
@@ -85,9 +85,10 @@ class CudaBackend:
                                    else device)
         self.compiled = compiled
         self.debug = debug
+        self.trace = trace
         self.num_workers = info.sm_count
         start = time.perf_counter()
-        self.kernel_source: KernelSource = generate(compiled.program)
+        self.kernel_source: KernelSource = generate(compiled.program, trace=trace)
         self.compiled_kernel = compile_cuda(self.kernel_source.source, debug=debug,
                                             cache_dir=cache_dir, name="ek_step")
         self.compile_s = time.perf_counter() - start
@@ -99,7 +100,8 @@ class CudaBackend:
 
     def _smem_bytes(self) -> int:
         func = self.module.get_function("ek_smem_sizes")
-        out = torch.zeros(len(self.kernel_source.kinds), dtype=torch.int32, device=self.device)
+        out = torch.zeros(self.kernel_source.num_smem_entries, dtype=torch.int32,
+                          device=self.device)
         self.module.launch(func, 1, 1, 0, [out])
         return max(1024, int(out.max().item()))
 
@@ -122,6 +124,9 @@ class CudaBackend:
                                     device=self.device)
         self.step_state = torch.zeros(2, dtype=torch.int32, device=self.device)
         self.debug_state = torch.zeros(8, dtype=torch.int32, device=self.device)
+        max_tasks = sum(len(c) for c in self.compiled.plan.space.coords)
+        self.trace_buffer = torch.zeros(4 * max_tasks if self.trace else 1, dtype=torch.int64,
+                                        device=self.device)
         # StepShape (step.cuh): two ints, then the input pointers.
         self.shape_host = torch.zeros(72, dtype=torch.uint8).pin_memory()
         self.shape_dev = torch.zeros(72, dtype=torch.uint8, device=self.device)
@@ -135,7 +140,7 @@ class CudaBackend:
                   "pad0": 0, "step": self.step_state.data_ptr(),
                   "debug": self.debug_state.data_ptr() if self.debug else 0,
                   "buffers": self.pointer_table.data_ptr(), "shape": self.shape_dev.data_ptr(),
-                  "trace": 0}
+                  "trace": self.trace_buffer.data_ptr() if self.trace else 0}
         self.runtime = torch.from_numpy(RUNTIME.pack([record]).view(np.uint8).copy()).to(
             self.device)
         self.inputs_host = {n: torch.zeros_like(self.buffers[n], device="cpu").pin_memory()
@@ -171,6 +176,26 @@ class CudaBackend:
         s = inputs.num_seqs
         return StepResult(self.buffers["logits"][:s].float().cpu(),
                           self.buffers["next_tokens"][:s].cpu())
+
+    def trace_records(self, bucket: _Bucket) -> list:
+        """The last launch's tasks as timeline records (instrumented build only)."""
+        from eventkernel.bench.trace import TaskRecord
+        if not self.trace:
+            raise RuntimeError("this backend was built without trace=True")
+        raw = self.trace_buffer.cpu().view(-1, 4).tolist()
+        grids = self.compiled.program.grids
+        coords = self.compiled.plan.space.coords
+        records = []
+        entries = [(g, t) for q in bucket.schedule.queues for g, t in q]
+        origin = min(r[0] for r in raw[:len(entries)])
+        for e, (g, t) in enumerate(entries):
+            wait0, run0, end, sm = raw[e]
+            c = tuple(int(v) for v in coords[g][t])
+            cost = grids[g].cost(c, bucket.schedule.bound.binding)
+            records.append(TaskRecord(int(sm), grids[g].task_type, c, run0 - origin,
+                                      end - origin, run0 - wait0,
+                                      cost.weight_bytes + cost.activation_bytes))
+        return records
 
     def check_debug(self, bucket: _Bucket) -> None:
         state = self.debug_state.cpu().tolist()

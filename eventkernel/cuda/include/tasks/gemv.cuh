@@ -1,0 +1,153 @@
+/**
+ * @file gemv.cuh
+ * @brief GemvTask: the decode path of a linear, for up to kMaxRows token rows. Same Args
+ *        and math as LinearTask (fused RMSNorm, residual, bf16 or fp32 output), but the
+ *        weights are read once with 16-byte loads by every warp, straight from L2 where
+ *        the worker's l2_prefetch() put them while earlier tasks ran, and reduced with
+ *        warp shuffles: no shared-memory ring, no per-chunk barriers.
+ *
+ * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
+ */
+#pragma once
+
+#include "../common/common.cuh"
+#include "../step.cuh"
+#include "linear.cuh"
+
+namespace ek {
+
+__device__ __forceinline__ void l2_prefetch_bulk(const void* ptr, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(ptr), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
+          RowSet kRows = RowSet::kTokens>
+struct GemvTask {
+    static_assert(K % 8 == 0, "K must be a multiple of 8 (16-byte loads)");
+    using Linear = LinearTask<K, TN, OutT, kFuseNorm, kResidual, kRows>;
+    using Args = typename Linear::Args;
+    /// Rows staged in shared memory: as many as fit in 160 KB, at most 16.
+    static constexpr int kMaxRows = K * 2 * 16 <= 160 * 1024 ? 16 : (K * 2 * 8 <= 160 * 1024 ? 8 : 4);
+    static constexpr int kRstdOffset = kMaxRows * K * 2;
+    static constexpr int kSmemBytes = kRstdOffset + kMaxRows * 4;
+
+    /// Rows this path handles: the whole step must fit in one row tile of kMaxRows.
+    __device__ static bool handles(const StepShape& shape) {
+        return num_rows(shape, kRows) <= kMaxRows;
+    }
+
+    __device__ static bool active(const StepShape& shape, int c0, int, int) {
+        return row_tile(shape, kRows, c0).count > 0;
+    }
+
+    /// One thread asks the copy engine to bring the task's weight tile into L2.
+    __device__ static void l2_prefetch(const Args& args, int, int c1, int) {
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if (valid_n > 0)
+            l2_prefetch_bulk(args.weight + static_cast<long long>(n0) * K,
+                             static_cast<unsigned>(valid_n) * K * 2u);
+    }
+
+    __device__ static void prefetch(const Args&, int, int, int, char*) {}
+
+    __device__ static void run(const Args& args, const StepShape& shape, int c0, int c1, int,
+                               char* smem) {
+        const RowTile rows = row_tile(shape, kRows, c0);
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if (rows.count == 0 || valid_n <= 0) return;
+        bf16* xs = reinterpret_cast<bf16*>(smem);
+        float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
+        const bf16* x = args.input + static_cast<long long>(rows.begin) * K;
+        const int warp = warp_id();
+        const int lane = lane_id();
+        if constexpr (kFuseNorm) {
+            for (int r = warp; r < rows.count; r += kWarps) {
+                float ss = 0.f;
+                for (int k = lane * 8; k < K; k += 256) {
+                    float f[8];
+                    load8(x + static_cast<long long>(r) * K + k, f);
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+                }
+                ss = warp_sum(ss);
+                if (lane == 0) rstd[r] = rsqrtf(ss / K + args.eps);
+            }
+            __syncthreads();
+        }
+        // Stage the (normalised) activation rows as bf16: a = bf16(g * bf16(x * rstd)).
+        for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
+            const int r = i / (K / 8);
+            const int k = (i % (K / 8)) * 8;
+            float f[8];
+            load8(x + static_cast<long long>(r) * K + k, f);
+            if constexpr (kFuseNorm) {
+                float g[8];
+                load8(args.norm_weight + k, g);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) f[e] = round_bf16(g[e] * round_bf16(f[e] * rstd[r]));
+            }
+            store8(xs + r * K + k, f);
+        }
+        __syncthreads();
+        for (int n = warp; n < valid_n; n += kWarps) {
+            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
+            float acc[kMaxRows];
+#pragma unroll
+            for (int r = 0; r < kMaxRows; ++r) acc[r] = 0.f;
+#pragma unroll 8
+            for (int k = lane * 8; k < K; k += 256) {
+                const uint4 wv = ld_nc_v4(w + k);
+                const unsigned wu[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+                for (int r = 0; r < kMaxRows; ++r) {
+                    if (r < rows.count) {
+                        const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
+                        const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            acc[r] += bf16x2_lo(wu[e]) * bf16x2_lo(xu[e]);
+                            acc[r] += bf16x2_hi(wu[e]) * bf16x2_hi(xu[e]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < kMaxRows; ++r) {
+                if (r < rows.count) {
+                    const float total = warp_sum(acc[r]);
+                    if (lane == 0) {
+                        const long long o = static_cast<long long>(rows.begin + r) * args.n + n0 + n;
+                        if constexpr (kResidual) {
+                            args.out[o] = to_out(to_float(args.residual[o]) + round_bf16(total));
+                        } else {
+                            args.out[o] = to_out(total);
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();  // smem is free for the next task
+    }
+
+  private:
+    __device__ static OutT to_out(float v) {
+        if constexpr (sizeof(OutT) == 4) {
+            return v;
+        } else {
+            return to_bf16(v);
+        }
+    }
+};
+
+}  // namespace ek
