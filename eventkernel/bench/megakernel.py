@@ -21,9 +21,9 @@ class MegakernelRunner:
     serves every (tokens, context) point from that one kernel."""
 
     def __init__(self, max_tokens: int, max_context: int, seed: int = 0,
-                 trace: bool = False) -> None:
+                 trace: bool = False, options: tuple[str, ...] = ()) -> None:
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
-        self.trace = trace
+        self.trace, self.options = trace, options
         self.backends: dict[str, Any] = {}
 
     def backend(self, config: dict):
@@ -37,7 +37,8 @@ class MegakernelRunner:
                             max_context=self.max_context + 16, dtype=DType.BF16)
             compiled = compile_model(model, limits, Target(num_workers=device_info().sm_count))
             weights = random_graph_weights(compiled.graph, self.seed, "cuda")
-            self.backends[key] = CudaBackend(compiled, weights, trace=self.trace)
+            self.backends[key] = CudaBackend(compiled, weights, trace=self.trace,
+                                             options=self.options)
         return self.backends[key]
 
     def __call__(self, config: dict, num_tokens: int, context_len: int):

@@ -77,7 +77,7 @@ class CudaBackend:
 
     def __init__(self, compiled: Compiled, weights: dict[str, torch.Tensor], *,
                  debug: bool = False, trace: bool = False, device: int | None = None,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, options: tuple[str, ...] = ()) -> None:
         if compiled.limits.dtype is not DType.BF16:
             raise ValueError("the CUDA backend runs bf16 programs: compile with dtype bf16")
         info = require_hopper(device)
@@ -90,6 +90,7 @@ class CudaBackend:
         start = time.perf_counter()
         self.kernel_source: KernelSource = generate(compiled.program, trace=trace)
         self.compiled_kernel = compile_cuda(self.kernel_source.source, debug=debug,
+                                            options=options,
                                             cache_dir=cache_dir, name="ek_step")
         self.compile_s = time.perf_counter() - start
         self.module = LoadedModule(self.compiled_kernel.cubin)

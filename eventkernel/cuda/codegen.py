@@ -188,6 +188,9 @@ _RUNTIME = r"""
 #ifdef EK_TRACE
 __device__ unsigned long long* ek_trace;
 #endif
+#ifndef EK_LOOKAHEAD
+#define EK_LOOKAHEAD 2
+#endif
 
 /// One task: weights first (they never wait), then the events, then the task itself;
 /// notify after its writes. Out-of-shape tasks skip the work but still wait and notify:
@@ -232,7 +235,9 @@ __device__ __forceinline__ bool run_task(const typename Task::Args& args, const 
     const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
     __syncthreads();
     if (threadIdx.x == 0) {
+#ifndef EK_NOTIFY_NO_FENCE
         __threadfence();
+#endif
         for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
             red_release_gpu_add(counters + notify_counter[j], 1);
     }
@@ -284,7 +289,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
     const TaskDesc* queue = reinterpret_cast<const TaskDesc*>(bt.queue);
     const int* queue_begin = reinterpret_cast<const int*>(bt.queue_begin);
     const int w = blockIdx.x;
-    constexpr int kLookahead = 2;   // tasks whose weights are on their way to L2
+    constexpr int kLookahead = EK_LOOKAHEAD;   // tasks whose weights are on their way to L2
     if (w < bt.num_workers) {
         const int end = queue_begin[w + 1];
         if (threadIdx.x == 0)

@@ -21,9 +21,11 @@ __device__ __forceinline__ void l2_prefetch_bulk(const void* ptr, unsigned bytes
                  : "memory");
 }
 
+/// 16-byte read-only load that skips L1 (weights are read once). Not volatile, so the
+/// compiler may issue a batch of them back to back.
 __device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
     uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
     return v;
@@ -100,24 +102,36 @@ struct GemvTask {
             store8(xs + r * K + k, f);
         }
         __syncthreads();
+        constexpr int kIters = (K + 255) / 256;        // 16-byte loads per lane per row
+        constexpr int kBatch = kIters < 8 ? kIters : 8;  // loads in flight per lane
         for (int n = warp; n < valid_n; n += kWarps) {
             const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
             float acc[kMaxRows];
 #pragma unroll
             for (int r = 0; r < kMaxRows; ++r) acc[r] = 0.f;
-#pragma unroll 8
-            for (int k = lane * 8; k < K; k += 256) {
-                const uint4 wv = ld_nc_v4(w + k);
-                const unsigned wu[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll 1
+            for (int base = 0; base < kIters; base += kBatch) {
+                uint4 wv[kBatch];
 #pragma unroll
-                for (int r = 0; r < kMaxRows; ++r) {
-                    if (r < rows.count) {
-                        const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
-                        const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
+                for (int u = 0; u < kBatch; ++u) {
+                    const int k = (base + u) * 256 + lane * 8;
+                    wv[u] = k < K ? ld_nc_v4(w + k) : make_uint4(0u, 0u, 0u, 0u);
+                }
 #pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            acc[r] += bf16x2_lo(wu[e]) * bf16x2_lo(xu[e]);
-                            acc[r] += bf16x2_hi(wu[e]) * bf16x2_hi(xu[e]);
+                for (int u = 0; u < kBatch; ++u) {
+                    const int k = (base + u) * 256 + lane * 8;
+                    if (k >= K) continue;
+                    const unsigned wu[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+                    for (int r = 0; r < kMaxRows; ++r) {
+                        if (r < rows.count) {
+                            const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
+                            const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) {
+                                acc[r] += bf16x2_lo(wu[e]) * bf16x2_lo(xu[e]);
+                                acc[r] += bf16x2_hi(wu[e]) * bf16x2_hi(xu[e]);
+                            }
                         }
                     }
                 }

@@ -1,0 +1,44 @@
+"""Time build variants of the megakernel on one preset step (one device call).
+
+Usage: PYTHONPATH=. python3 scripts/variants.py MODEL TOKENS CONTEXT
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from eventkernel.bench.megakernel import MegakernelRunner
+from eventkernel.bench.timing import time_fn
+from eventkernel.models.presets import preset_config
+
+VARIANTS = {
+    "baseline": (),
+    "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
+    "lookahead-4": ("-DEK_LOOKAHEAD=4",),
+    "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
+}
+
+
+def main() -> None:
+    model, tokens, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    names = sys.argv[4].split(",") if len(sys.argv) > 4 else list(VARIANTS)
+    rows = []
+    for name in names:
+        runner = MegakernelRunner(tokens, context, trace=True, options=VARIANTS[name])
+        step = runner(preset_config(model), tokens, context)
+        t = time_fn(step, 5, 30, device="cuda")
+        torch.cuda.synchronize()
+        recs = step.backend.trace_records(step.bucket)
+        lin = [r for r in recs if r.task_type == "linear"]
+        mean = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
+        rows.append((name, t.median_ms, mean))
+        runner.close()
+        torch.cuda.empty_cache()
+    print(f"{'variant':<16}{'ms/step':>10}{'linear us':>12}")
+    for name, ms, lin in rows:
+        print(f"{name:<16}{ms:>10.3f}{lin:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
