@@ -102,13 +102,38 @@ struct GemvTask {
             store8(xs + r * K + k, f);
         }
         __syncthreads();
+        // NOTE: one compact loop per row count; the others stay out of the instruction cache.
+        if (rows.count <= 1) {
+            dot_rows<1>(args, rows, n0, valid_n, xs);
+        } else if (rows.count <= 2) {
+            dot_rows<2>(args, rows, n0, valid_n, xs);
+        } else if (rows.count <= 4) {
+            dot_rows<4>(args, rows, n0, valid_n, xs);
+        } else if constexpr (kMaxRows >= 8) {
+            if (rows.count <= 8) {
+                dot_rows<8>(args, rows, n0, valid_n, xs);
+            } else if constexpr (kMaxRows >= 16) {
+                dot_rows<16>(args, rows, n0, valid_n, xs);
+            }
+        }
+        __syncthreads();  // smem is free for the next task
+    }
+
+  private:
+    /// Each warp takes output features n = warp, warp + 8, ...: a batch of 16-byte weight
+    /// loads per lane in flight, dot products against the R staged rows, warp reduction.
+    template <int R>
+    __device__ static void dot_rows(const Args& args, RowTile rows, int n0, int valid_n,
+                                    const bf16* xs) {
+        const int warp = warp_id();
+        const int lane = lane_id();
         constexpr int kIters = (K + 255) / 256;        // 16-byte loads per lane per row
         constexpr int kBatch = kIters < 8 ? kIters : 8;  // loads in flight per lane
         for (int n = warp; n < valid_n; n += kWarps) {
             const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
-            float acc[kMaxRows];
+            float acc[R];
 #pragma unroll
-            for (int r = 0; r < kMaxRows; ++r) acc[r] = 0.f;
+            for (int r = 0; r < R; ++r) acc[r] = 0.f;
 #pragma unroll 1
             for (int base = 0; base < kIters; base += kBatch) {
                 uint4 wv[kBatch];
@@ -123,7 +148,7 @@ struct GemvTask {
                     if (k >= K) continue;
                     const unsigned wu[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
 #pragma unroll
-                    for (int r = 0; r < kMaxRows; ++r) {
+                    for (int r = 0; r < R; ++r) {
                         if (r < rows.count) {
                             const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
                             const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
@@ -137,7 +162,7 @@ struct GemvTask {
                 }
             }
 #pragma unroll
-            for (int r = 0; r < kMaxRows; ++r) {
+            for (int r = 0; r < R; ++r) {
                 if (r < rows.count) {
                     const float total = warp_sum(acc[r]);
                     if (lane == 0) {
@@ -151,10 +176,8 @@ struct GemvTask {
                 }
             }
         }
-        __syncthreads();  // smem is free for the next task
     }
 
-  private:
     __device__ static OutT to_out(float v) {
         if constexpr (sizeof(OutT) == 4) {
             return v;
