@@ -1,9 +1,13 @@
 """Full-depth presets on the GPU: the megakernel's logits follow transformers step by step.
 
-Same random weights (transformers' own initialisation, bf16) in both; 32 decode steps fed
-transformers' greedy tokens (teacher forcing), at 1, 4 and 16 tokens per step with a
-different context length per sequence, all from one compiled kernel per preset.
-Tolerance: relative L2 error of the logits below 5e-2 (bf16 through 16-36 layers).
+Same random weights (transformers' own initialisation) in both; 32 decode steps fed
+greedy tokens (teacher forcing), at 1, 4 and 16 tokens per step with a different context
+length per sequence, all from one compiled kernel per preset.
+
+Tolerance: at this depth bf16 rounding alone moves the logits by ~5% (measured on an H100:
+Qwen3-8B, transformers bf16 vs fp32 4.8e-2, megakernel bf16 vs fp32 4.5e-2). So both the
+megakernel and transformers in bf16 are compared with transformers in fp32, and the
+megakernel's relative L2 error may be at most 1.5x transformers-bf16's own, plus 1e-3.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from eventkernel.models.decoder import graph_weights
 from eventkernel.models.presets import preset_config
 
 pytestmark = pytest.mark.gpu
-TOL = 5e-2
 STEPS = 32
 
 
@@ -34,20 +37,24 @@ def preset(request):
     with torch.device("cuda"):
         hf = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
     hf.eval()
-    state = dict(hf.state_dict())
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     limits = Limits(max_tokens=16, max_seqs=16, max_context=512, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
     backend = CudaBackend(compiled, graph_weights(compiled.graph, state))
-    yield compiled, backend, hf
-    del backend, hf
+    del state
+    hf32 = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    hf32.load_state_dict({k: v.float() for k, v in hf.state_dict().items()}, strict=False)
+    hf32 = hf32.cuda().eval()
+    yield compiled, backend, hf, hf32
+    del backend, hf, hf32
     torch.cuda.empty_cache()
 
 
 @pytest.mark.parametrize("batch", [1, 4, 16])
 def test_teacher_forced_decode_matches_transformers(preset, batch):
-    compiled, backend, hf = preset
+    compiled, backend, hf, hf32 = preset
     for name, buf in backend.buffers.items():
         if name.startswith(("k_cache", "v_cache")):
             buf.zero_()
@@ -61,11 +68,15 @@ def test_teacher_forced_decode_matches_transformers(preset, batch):
         while len(logits) < batch:
             logits.update(engine.step())
         for seq in seqs:
+            ids = torch.tensor([seq.tokens], device="cuda")
             with torch.no_grad():
-                ref = hf(torch.tensor([seq.tokens], device="cuda")).logits[0, -1].float()
+                ref = hf32(ids).logits[0, -1].float()
+                ref_bf16 = hf(ids).logits[0, -1].float()
             ours = logits[seq.seq_id].float().cuda()
             err = ((ours - ref).norm() / ref.norm()).item()
-            worst = max(worst, err)
-            assert err < TOL, f"step {step} seq {seq.seq_id}: relative error {err:.2e}"
+            bound = 1.5 * ((ref_bf16 - ref).norm() / ref.norm()).item() + 1e-3
+            worst = max(worst, err / bound)
+            assert err < bound, (f"step {step} seq {seq.seq_id}: relative error {err:.2e} vs "
+                                 f"fp32, over 1.5x transformers-bf16's ({bound:.2e})")
             seq.tokens.append(int(ref.argmax()))
-    print(f"{compiled.config.arch} batch {batch}: worst relative logits error {worst:.2e}")
+    print(f"{compiled.config.arch} batch {batch}: worst error / bound {worst:.2f}")
