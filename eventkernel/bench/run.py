@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from eventkernel.bench import presets
+from eventkernel.models import presets
 from eventkernel.bench.report import FLOOR, BenchReport, Environment, StepResult, WarmupResult
 
 StepFn = Callable[[], Any]

@@ -1,7 +1,7 @@
 """The numbers a benchmark needs from a Hugging Face config, read once and validated.
 
 ``ModelShape.from_config`` accepts a ``config.json`` dict (for instance from
-``presets.preset_config``) or a ``transformers`` config object, and refuses model families the
+``models.presets.preset_config``) or a ``transformers`` config object, and refuses model families the
 benchmarks do not model, instead of guessing.
 """
 

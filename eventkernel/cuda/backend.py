@@ -77,7 +77,8 @@ class CudaBackend:
 
     def __init__(self, compiled: Compiled, weights: dict[str, torch.Tensor], *,
                  debug: bool = False, trace: bool = False, device: int | None = None,
-                 cache_dir: str | None = None, options: tuple[str, ...] = ()) -> None:
+                 cache_dir: str | None = None, options: tuple[str, ...] = (),
+                 kernel_dir: str | None = None) -> None:
         if compiled.limits.dtype is not DType.BF16:
             raise ValueError("the CUDA backend runs bf16 programs: compile with dtype bf16")
         info = require_hopper(device)
@@ -89,11 +90,14 @@ class CudaBackend:
         self.num_workers = info.sm_count
         start = time.perf_counter()
         self.kernel_source: KernelSource = generate(compiled.program, trace=trace)
-        self.compiled_kernel = compile_cuda(self.kernel_source.source, debug=debug,
-                                            options=options,
-                                            cache_dir=cache_dir, name="ek_step")
+        if kernel_dir is not None:       # ahead of time: `eventkernel compile`
+            from eventkernel.cuda.aot import load_kernel
+            cubin = load_kernel(kernel_dir, self.kernel_source)
+        else:
+            cubin = compile_cuda(self.kernel_source.source, debug=debug, options=options,
+                                 cache_dir=cache_dir, name="ek_step").cubin
         self.compile_s = time.perf_counter() - start
-        self.module = LoadedModule(self.compiled_kernel.cubin)
+        self.module = LoadedModule(cubin)
         self.smem = self._smem_bytes()
         self.func = self.module.get_function("ek_step", max_dynamic_smem=self.smem)
         self._allocate(weights)

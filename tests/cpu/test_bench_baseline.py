@@ -5,7 +5,7 @@ import torch
 
 from eventkernel.bench.baseline import (HFRunner, TorchCompileRunner, Transformer,
                                         build_hf_model, cache_length)
-from eventkernel.bench.presets import preset_config
+from eventkernel.models.presets import preset_config
 
 FAMILIES = ("tiny-llama", "tiny-qwen3")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from eventkernel.bench.presets import preset_config, preset_names
+from eventkernel.models.presets import preset_config, preset_names
 from eventkernel.bench.shapes import ModelShape
 from eventkernel.bench.timing import decode_bytes, decode_bytes_breakdown
 
