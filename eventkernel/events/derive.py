@@ -95,6 +95,14 @@ def conflicting_earlier(space: TaskSpace, history: list[tuple[int, int, str]], p
                         binding: Binding) -> list[tuple[int, int]]:
     """Earlier accesses that conflict with ``history[position]``, back to the last writer
     whose writes cover everything this access touches."""
+    key = ("conflicts", history[position], tuple(sorted(binding.items())))
+    if key not in space._boxes:
+        space._boxes[key] = _conflicting_earlier(space, history, position, binding)
+    return space._boxes[key]
+
+
+def _conflicting_earlier(space: TaskSpace, history: list[tuple[int, int, str]], position: int,
+                         binding: Binding) -> list[tuple[int, int]]:
     gi, ai, mode = history[position]
     mine = space.access_boxes(gi, ai, binding)
     live = ~mine.empty

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eventkernel.events.bind import BoundEvents
-from eventkernel.events.boxes import covers, overlap
+from eventkernel.events.boxes import Boxes, covers, overlap
 from eventkernel.events.derive import conflicting_earlier, tracked_accesses
 from eventkernel.ir.graph import TensorKind
 
@@ -138,7 +138,16 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
             writers = [(pg, pa) for pg, pa in conflicting_earlier(space, history, pos, b)
                        if grids[pg].accesses[pa].mode == "w"]
             cache: dict = {}
-            for c in np.nonzero(bound.exists[cg] & ~mine.empty)[0]:
+            live = np.nonzero(bound.exists[cg] & ~mine.empty)[0]
+            if not len(live):
+                continue
+            if not mine.space[live].any():
+                # Fast path: covering the hull of every read box covers each of them.
+                hull = Boxes(mine.lo[live].min(0)[None], mine.hi[live].max(0)[None],
+                             mine.space[live[:1]], mine.part[live[:1]])
+                if _covered(space, b, bound, writers, hull, 0, seg_counts):
+                    continue
+            for c in live:
                 key = (tuple(mine.lo[c]), tuple(mine.hi[c]), tuple(mine.space[c]),
                        tuple(mine.part[c]))
                 if key not in cache:
@@ -150,7 +159,6 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
 
 
 def _covered(space, b, bound, writers, mine, c, seg_counts) -> bool:
-    from eventkernel.events.boxes import Boxes
     parts = []
     for pg, pa in writers:
         wb = space.access_boxes(pg, pa, b)
