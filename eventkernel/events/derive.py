@@ -228,21 +228,34 @@ def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ances
     signature = np.concatenate([np.packbits(conflicts[g], axis=1) for g in grids], axis=1)
     _, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
     kept = {g: conflicts[g].copy() for g in grids}
-    for row_id, c in enumerate(first):
+    # Which (waits, thresholds) classes of each producer grid every distinct row touches.
+    touched = {}
+    for g in grids:
+        p_classes, p_keys = classes[g]
+        onehot = np.zeros((len(p_classes), len(p_keys)), np.int32)
+        onehot[np.arange(len(p_classes)), p_classes] = 1
+        touched[g] = (conflicts[g][first].astype(np.int32) @ onehot) > 0
+    order = np.argsort(inverse.ravel(), kind="stable")
+    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(first) + 1))
+    through: dict[tuple[int, int], int] = {}
+    for row_id in range(len(first)):
         implied = 0
         for g in grids:
-            p_classes, p_keys = classes[g]
-            for cls in np.unique(p_classes[conflicts[g][c]]):
-                implied |= ancestry.through(*p_keys[cls])
+            p_keys = classes[g][1]
+            for cls in np.nonzero(touched[g][row_id])[0].tolist():
+                if (g, cls) not in through:
+                    through[g, cls] = ancestry.through(*p_keys[cls])
+                implied |= through[g, cls]
         if not implied:
             continue
-        flags = np.unpackbits(np.frombuffer(implied.to_bytes((space.total + 7) // 8 + 1,
-                                                             "little"), np.uint8),
-                              bitorder="little").astype(bool)
-        members = np.nonzero(inverse.ravel() == row_id)[0]
+        members = order[bounds[row_id]:bounds[row_id + 1]]
         for g in grids:
-            lo = space.offsets[g]
-            drop = flags[lo:lo + conflicts[g].shape[1]]
+            n = conflicts[g].shape[1]
+            bits = (implied >> space.offsets[g]) & ((1 << n) - 1)
+            if not bits:
+                continue
+            drop = np.unpackbits(np.frombuffer(bits.to_bytes((n + 7) // 8, "little"), np.uint8),
+                                 bitorder="little")[:n].astype(bool)
             kept[g][members] &= ~drop
     return {g: m for g, m in kept.items() if m.any()}
 
