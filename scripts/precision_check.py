@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 
 import torch
-import transformers
 
 from eventkernel.compiler import compile_model
 from eventkernel.cuda.backend import CudaBackend
@@ -18,16 +17,13 @@ from eventkernel.lower import Target
 from eventkernel.models.config import Limits, ModelConfig
 from eventkernel.models.decoder import graph_weights
 from eventkernel.models.presets import preset_config
+from eventkernel.models.reference import transformers_model
 
 
 def main() -> None:
     config = ModelConfig.from_hf(preset_config(sys.argv[1]))
-    hf_config = transformers.AutoConfig.for_model(
-        config.arch, **{k: v for k, v in config.to_hf().items() if k != "model_type"})
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        hf = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
-    hf.eval()
+    hf = transformers_model(config, dtype=torch.bfloat16, device="cuda")
     state = {k: v for k, v in hf.state_dict().items()}
     compiled = compile_model(config, Limits(max_tokens=16, max_seqs=1, max_context=128,
                                             dtype=DType.BF16), Target(num_workers=132))

@@ -20,37 +20,19 @@ With ``compile=False`` both run eagerly, on a CPU too; the CPU tests use that to
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eventkernel.bench.shapes import ModelShape
+from eventkernel.models.config import ModelConfig as ModelShape
+from eventkernel.models.decoder import rope_inv_freq
 
 # NOTE: every (batch size, context) pair is its own compiled graph; torch's default limit of
 # 8 recompiles per code object would silently fall back to eager in a sweep.
 RECOMPILE_LIMIT = 64
 INIT_STD = 0.02  # the Hugging Face initializer_range: activations stay O(1) through the layers
-
-
-def rope_inv_freq(shape: ModelShape) -> torch.Tensor:
-    """Inverse RoPE frequencies ``[head_dim / 2]`` in float32, with llama3 scaling if set."""
-    dim = shape.head_dim
-    inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-    if shape.rope_scaling is None:
-        return inv_freq
-    factor = shape.rope_scaling["factor"]
-    low, high = shape.rope_scaling["low_freq_factor"], shape.rope_scaling["high_freq_factor"]
-    old_context = shape.rope_scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    # Long wavelengths are divided by factor, short ones kept, the band between interpolated.
-    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
-    smooth = (old_context / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    is_medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
-    return torch.where(is_medium, smoothed, scaled)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +144,7 @@ class Transformer(nn.Module):
     def random(cls, config: Any, device, dtype=torch.bfloat16, seed: int = 0) -> Transformer:
         """A model with seeded random weights (normal, std 0.02; norms 1) built on ``device``."""
         with torch.device("meta"):
-            model = cls(ModelShape.from_config(config)).to(dtype)
+            model = cls(ModelShape.from_hf(config)).to(dtype)
         model = model.to_empty(device=device)._tie_weights()
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
@@ -178,7 +160,7 @@ class Transformer(nn.Module):
         """Same weights as a transformers ``LlamaForCausalLM``/``Qwen3ForCausalLM`` (copied)."""
         param = next(hf_model.parameters())
         with torch.device("meta"):
-            model = cls(ModelShape.from_config(hf_model.config)).to(param.dtype)
+            model = cls(ModelShape.from_hf(hf_model.config)).to(param.dtype)
         model = model.to_empty(device=param.device)._tie_weights()
         model.load_hf_state_dict(hf_model.state_dict())
         return model.eval().requires_grad_(False)
@@ -316,7 +298,7 @@ class TorchCompileRunner:
         self._forward: Callable | None = None
 
     def __call__(self, config: Any, num_tokens: int, context_len: int) -> DecodeStep:
-        shape = ModelShape.from_config(config)
+        shape = ModelShape.from_hf(config)
         if self.model is None or self.model.shape != shape:
             self._build(config)
         max_ctx = cache_length(context_len)
@@ -372,13 +354,13 @@ class HFRunner:
         self.device, self.dtype = torch.device(device), dtype
         self.compile, self.seed = compile, seed
         self.model = model
-        self._shape = None if model is None else ModelShape.from_config(model.config)
+        self._shape = None if model is None else ModelShape.from_hf(model.config)
         self._forward: Callable | None = None if model is None else self._wrap(model)
 
     def __call__(self, config: Any, num_tokens: int, context_len: int) -> DecodeStep:
         from transformers import StaticCache
 
-        shape = ModelShape.from_config(config)
+        shape = ModelShape.from_hf(config)
         if self.model is None or self._shape != shape:
             self.close()
             self.model = build_hf_model(config, self.device, self.dtype, self.seed)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from eventkernel.bench.shapes import ModelShape
+from eventkernel.models.config import ModelConfig
 
 # NOTE: H100 L2 is 50 MiB; 256 MiB also exceeds every current GPU's L2 several times over.
 L2_FLUSH_BYTES = 256 << 20
@@ -148,7 +148,7 @@ def decode_bytes_breakdown(config: Any, num_tokens: int, context_len: int,
     when tied: it is read again at the end of the step), the final norm, and the K/V cache
     of every sequence. Activations and the new K/V writes are negligible and not counted.
     """
-    shape = ModelShape.from_config(config)
+    shape = ModelConfig.from_hf(config)
     return {
         "layers": shape.num_layers * shape.layer_param_count() * dtype_bytes,
         "embedding_rows": min(num_tokens, shape.vocab_size) * shape.hidden_size * dtype_bytes,

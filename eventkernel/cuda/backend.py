@@ -7,7 +7,6 @@ step's inputs, launch, read the logits.
 """
 from __future__ import annotations
 
-import ctypes
 import time
 
 import numpy as np

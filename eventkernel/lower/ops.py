@@ -114,7 +114,7 @@ def lower_attention(node: Node, t: Tensors, target: Target) -> tuple[list[TaskGr
     """Split-KV attention: (seq, kv_head, split) partials, then a (seq, kv_head) merge."""
     q, out = t[node.inputs["q"]], t[node.outputs["out"]]
     h, kvh, hd = node.attrs["num_heads"], node.attrs["num_kv_heads"], node.attrs["head_dim"]
-    g, layer = h // kvh, node.attrs["layer"]
+    g = h // kvh
     splits = kv_splits(kvh, node.attrs["max_context"], target)
     tokens, seqs = q.shape[0], t[node.inputs["context_lens"]].shape[0]
     # Workspaces shared by every layer (reused buffers: the events order the reuse).

@@ -16,7 +16,7 @@ class Target:
     num_workers: int = 132            # persistent CTAs (SMs) or CPU worker threads
     rows_per_tile: int = 64           # tokens a task handles (mma N-dim, <= 64 on the GPU)
     min_tile_n: int = 16              # output features per linear task (one mma M-tile)
-    max_tile_n: int = 512
+    max_tile_n: int = 256             # TN=512 mma tiles need ~215 registers: spills
     waves: int = 4                    # at most waves * num_workers tasks per linear
     min_keys_per_split: int = 64      # split-KV granularity floor
     hbm_bytes_per_s: float = 3.0e12   # cost model: whole-device memory bandwidth

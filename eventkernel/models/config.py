@@ -58,27 +58,50 @@ class ModelConfig:
         return self.num_heads // self.num_kv_heads
 
     @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
     def qkv_size(self) -> int:
-        return (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        return self.q_size + 2 * self.kv_size
+
+    @property
+    def model_type(self) -> str:
+        return self.arch
+
+    def layer_param_count(self) -> int:
+        """Parameters of one decoder layer (projections, MLP, norms)."""
+        d = self.hidden_size
+        attention = d * self.qkv_size + self.q_size * d
+        norms = 2 * d + (2 * self.head_dim if self.qk_norm else 0)
+        return attention + 3 * d * self.intermediate_size + norms
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        """Bytes of K and V cached per token over all layers."""
+        return 2 * self.num_layers * self.kv_size * dtype_bytes
 
     def num_parameters(self) -> int:
-        d, layers = self.hidden_size, self.num_layers
-        per_layer = (d * self.qkv_size + self.num_heads * self.head_dim * d
-                     + 3 * d * self.intermediate_size + 2 * d)
+        d = self.hidden_size
         head = 0 if self.tie_word_embeddings else self.vocab_size * d
-        return self.vocab_size * d + layers * per_layer + d + head
+        return self.vocab_size * d + self.num_layers * self.layer_param_count() + d + head
 
     @classmethod
     def from_hf(cls, source: "str | os.PathLike | Mapping[str, Any] | Any") -> "ModelConfig":
         """From a config.json path, a model directory, a dict or a transformers config."""
         cfg = _as_dict(source)
-        arch_names = [cfg.get("model_type", "")] + list(cfg.get("architectures") or [])
+        # NOTE: model_type decides when present; architectures only when it is missing.
+        arch_names = [cfg["model_type"]] if cfg.get("model_type") else \
+            list(cfg.get("architectures") or [])
         arch = next((SUPPORTED_ARCHITECTURES[a] for a in arch_names
                      if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
             raise ModelConfigError(
-                f"unsupported architecture {arch_names[0] or arch_names[1:]!r}: eventkernel "
-                f"supports Llama-3.x (llama) and Qwen3 dense (qwen3) models")
+                f"unsupported architecture {', '.join(arch_names) or '(none given)'}: "
+                f"eventkernel supports Llama-3.x (llama) and Qwen3 dense (qwen3) models")
         try:
             hidden = int(cfg["hidden_size"])
             heads = int(cfg["num_attention_heads"])

@@ -5,7 +5,6 @@ import functools
 
 import pytest
 import torch
-import transformers
 
 from eventkernel.compiler import compile_model
 from eventkernel.ir.graph import DType
@@ -13,6 +12,7 @@ from eventkernel.lower import Target
 from eventkernel.models.config import Limits, ModelConfig
 from eventkernel.models.decoder import graph_weights, random_checkpoint
 from eventkernel.models.presets import tiny_config
+from eventkernel.models.reference import transformers_model
 
 TINY_LIMITS = dict(max_tokens=64, max_seqs=8, max_context=128, page_size=16)
 
@@ -24,11 +24,8 @@ def tiny(arch: str, dtype: str = "f32"):
     dt = DType.F32 if dtype == "f32" else DType.BF16
     compiled = compile_model(config, Limits(**TINY_LIMITS, dtype=dt), Target(num_workers=8))
     checkpoint = random_checkpoint(config, seed=0)
-    hf_config = transformers.AutoConfig.for_model(
-        config.arch, **{k: v for k, v in config.to_hf().items() if k != "model_type"})
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config)
-    hf.load_state_dict(checkpoint, strict=False)
-    hf = hf.to(torch.float32 if dt is DType.F32 else torch.bfloat16).eval()
+    hf = transformers_model(config, checkpoint,
+                            torch.float32 if dt is DType.F32 else torch.bfloat16)
     return compiled, graph_weights(compiled.graph, checkpoint), hf
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 
 from eventkernel.compiler import compile_model
 from eventkernel.cpu.backend import CpuBackend
@@ -14,7 +13,8 @@ from eventkernel.ir.graph import DType
 from eventkernel.lower import Target
 from eventkernel.models.config import Limits, ModelConfig
 from eventkernel.models.decoder import graph_weights, random_checkpoint
-from eventkernel.models.presets import preset_config, tiny_config
+from eventkernel.models.presets import tiny_config
+from eventkernel.models.reference import transformers_model
 
 pytestmark = pytest.mark.gpu
 
@@ -29,12 +29,7 @@ def rel_err(a, b):
 
 
 def _hf_model(config: ModelConfig, checkpoint):
-    hf_config = transformers.AutoConfig.for_model(
-        config.arch, **{k: v for k, v in config.to_hf().items() if k != "model_type"})
-    with torch.device("cuda"):
-        model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
-    model.load_state_dict(checkpoint, strict=False)
-    return model.eval()
+    return transformers_model(config, checkpoint, torch.bfloat16, "cuda")
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen3"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 
 from eventkernel.compiler import compile_model
 from eventkernel.engine.engine import Engine
@@ -22,6 +21,7 @@ from eventkernel.lower import Target
 from eventkernel.models.config import Limits, ModelConfig
 from eventkernel.models.decoder import graph_weights
 from eventkernel.models.presets import preset_config
+from eventkernel.models.reference import transformers_model
 
 pytestmark = pytest.mark.gpu
 STEPS = 32
@@ -31,12 +31,8 @@ STEPS = 32
 def preset(request):
     from eventkernel.cuda.backend import CudaBackend
     config = ModelConfig.from_hf(preset_config(request.param))
-    hf_config = transformers.AutoConfig.for_model(
-        config.arch, **{k: v for k, v in config.to_hf().items() if k != "model_type"})
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        hf = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
-    hf.eval()
+    hf = transformers_model(config, dtype=torch.bfloat16, device="cuda")
     state = {k: v.clone() for k, v in hf.state_dict().items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -44,9 +40,8 @@ def preset(request):
     compiled = compile_model(config, limits, Target(num_workers=132))
     backend = CudaBackend(compiled, graph_weights(compiled.graph, state))
     del state
-    hf32 = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
-    hf32.load_state_dict({k: v.float() for k, v in hf.state_dict().items()}, strict=False)
-    hf32 = hf32.cuda().eval()
+    hf32 = transformers_model(config, {k: v.float() for k, v in hf.state_dict().items()},
+                              torch.float32, "cuda")
     yield compiled, backend, hf, hf32
     del backend, hf, hf32
     torch.cuda.empty_cache()
