@@ -54,6 +54,7 @@ class MegakernelRunner:
         def step() -> None:
             backend.launch(bucket)
         step.reset = lambda: None
+        step.predicted_ms = bucket.schedule.predicted_s * 1e3     # the CPU-side simulation
         step.backend = backend
         step.bucket = bucket
         return step

@@ -73,6 +73,7 @@ class StepResult:
     iters: int
     bytes_per_step: int
     floor_ms: float
+    predicted_ms: float | None = None   # the static schedule's cost-model prediction
 
     @property
     def tokens_per_s(self) -> float:
@@ -142,7 +143,8 @@ class BenchReport:
         return cls(
             environment=Environment(**data["environment"]),
             bandwidth_bytes_per_s=data["bandwidth_bytes_per_s"],
-            results=[StepResult(**{k: r[k] for k in step_fields}) for r in data["results"]],
+            results=[StepResult(**{k: r[k] for k in step_fields if k in r})
+                     for r in data["results"]],
             warmups=warmups,
             errors=list(data.get("errors", [])),
         )

@@ -196,6 +196,7 @@ def _bench_system(report: BenchReport, options, model: str, config: dict, system
                     first_step_s = build_s + per_batch[tokens]
                 measured = timing.time_fn(step, options.warmup, options.iters,
                                           before_each=reset, device=options.device)
+                predicted = getattr(step, "predicted_ms", None)
             except Exception as error:  # noqa: BLE001 - one failing point must not end a sweep
                 if options.fail_fast:
                     raise
@@ -209,11 +210,12 @@ def _bench_system(report: BenchReport, options, model: str, config: dict, system
             num_bytes, floor = floors[tokens, context]
             result = StepResult(model, system, tokens, context, measured.median_ms,
                                 measured.p10_ms, measured.p90_ms, measured.min_ms,
-                                measured.iters, num_bytes, floor)
+                                measured.iters, num_bytes, floor, predicted)
             report.results.append(result)
             report.save(options.out)
+            guess = "" if predicted is None else f", schedule predicted {predicted:.3f} ms"
             print(f"{label}: {result.median_ms:.3f} ms ({100 * result.fraction_of_floor:.1f}% "
-                  f"of floor), ready in {per_batch[tokens]:.1f} s", flush=True)
+                  f"of floor{guess}), ready in {per_batch[tokens]:.1f} s", flush=True)
         if per_batch:
             report.warmups.append(WarmupResult(
                 model, system, context, build_s, per_batch, first_step_s,
