@@ -29,7 +29,6 @@ class StepInputs:
         return len(self.context_lens)
 
     def write(self, buffers: dict[str, torch.Tensor]) -> None:
-        t, s = self.num_tokens, self.num_seqs
         for name, values in (("tokens", self.tokens), ("positions", self.positions),
                              ("slot_mapping", self.slot_mapping),
                              ("query_start", self.query_start),
@@ -37,10 +36,9 @@ class StepInputs:
                              ("logits_indices", self.logits_indices)):
             buffers[name][:len(values)] = torch.tensor(values, dtype=torch.int32)
         table = buffers["block_table"]
-        table[:s].fill_(0)
+        table[:self.num_seqs].fill_(0)
         for i, row in enumerate(self.block_tables):
             table[i, :len(row)] = torch.tensor(row, dtype=torch.int32)
-        del t
 
 
 def build_step(chunks: list[tuple[int, int, list[int]]], blocks: BlockManager) -> StepInputs:
