@@ -104,6 +104,11 @@ def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> Non
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller
             counters.fail(err)
 
+    if schedule.num_workers == 1:           # nothing to interleave: stay on this thread
+        worker(0)
+        if counters.failed is not None:
+            raise counters.failed
+        return
     _join([threading.Thread(target=worker, args=(w,), daemon=True)
            for w in range(schedule.num_workers)], counters)
 

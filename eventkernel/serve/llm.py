@@ -90,7 +90,9 @@ class LLM:
             from eventkernel.cuda.launch import device_info
             workers = device_info()["sm_count"]
         else:
-            workers = num_workers or min(4, os.cpu_count() or 1)
+            # NOTE: one worker is fastest on the CPU (threads only contend for the GIL and
+            # torch's own pool); more are for testing interleavings.
+            workers = num_workers or 1
         start = time.perf_counter()
         self.compiled: Compiled = compile_model(self.config, self.limits,
                                                 Target(num_workers=workers))
