@@ -1,28 +1,20 @@
 """Trace one decode step of a preset on the GPU: per-task timeline and summary.
 
 Usage: PYTHONPATH=. python3 scripts/trace_step.py MODEL TOKENS CONTEXT OUT.json
+(the same as ``eventkernel bench --models MODEL --tokens TOKENS --contexts CONTEXT
+--trace OUT.json``, without the benchmarks).
 """
 from __future__ import annotations
 
 import sys
 
-import torch
-
-from eventkernel.bench.megakernel import MegakernelRunner
-from eventkernel.bench.trace import summarize, to_chrome_trace
+from eventkernel.bench.megakernel import trace_step
 from eventkernel.models.presets import preset_config
 
 
 def main() -> None:
     model, tokens, context, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    runner = MegakernelRunner(max(tokens, 1), context, trace=True)
-    step = runner(preset_config(model), tokens, context)
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    records = step.backend.trace_records(step.bucket)
-    to_chrome_trace(records, out)
-    summarize(records)
+    records = trace_step(preset_config(model), tokens, context, out)
     by_type: dict[str, list] = {}
     for r in records:
         by_type.setdefault(r.task_type, []).append(r)

@@ -61,3 +61,21 @@ class MegakernelRunner:
 
     def close(self) -> None:
         self.backends.clear()
+
+
+def trace_step(config: dict, num_tokens: int, context_len: int, path: str) -> list:
+    """Run one decode step of an instrumented build and write its timeline to ``path``
+    (Chrome trace JSON, one track per SM); prints the per-type and per-SM summary."""
+    import torch
+
+    from eventkernel.bench.trace import summarize, to_chrome_trace
+    runner = MegakernelRunner(num_tokens, context_len, trace=True)
+    step = runner(config, num_tokens, context_len)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    records = step.backend.trace_records(step.bucket)
+    to_chrome_trace(records, path)
+    summarize(records)
+    runner.close()
+    return records

@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     _limit_args(comp)
 
     sub.add_parser("bench", help="decode-step latency against baselines and the floor "
-                   "(eventkernel bench --help)")
+                   "(eventkernel bench --help; --trace FILE adds a per-SM timeline)")
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:            # its own options: eventkernel bench --help
-        return _bench(argv[1:])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv[:1]) if argv[:1] == ["bench"] else parser.parse_args(argv)
     try:
+        if args.command == "bench":       # its own options: eventkernel bench --help
+            return _bench(argv[1:])
         if args.command == "generate":
             return _generate(args)
         if args.command == "inspect":
@@ -61,12 +61,26 @@ def _bench(argv: list[str]) -> int:
     import torch
 
     from eventkernel.bench.run import build_parser, main as bench_main, resolve_options
+    from eventkernel.models.presets import preset_config
+    trace = None
+    if "--trace" in argv:                 # ours, not the benchmark's: take it out first
+        i = argv.index("--trace")
+        trace, argv = argv[i + 1], argv[:i] + argv[i + 2:]
     runner = None
+    options = resolve_options(build_parser().parse_args(argv))
+    if trace is not None and not torch.cuda.is_available():
+        raise RuntimeError("--trace needs a CUDA GPU (it records the megakernel's tasks)")
     if torch.cuda.is_available():
         from eventkernel.bench.megakernel import MegakernelRunner
-        options = resolve_options(build_parser().parse_args(argv))
         runner = MegakernelRunner(max(options.tokens), max(options.contexts))
-    return bench_main(argv, eventkernel_runner=runner)
+    status = bench_main(argv, eventkernel_runner=runner)
+    if trace is not None:
+        runner.close()
+        from eventkernel.bench.megakernel import trace_step
+        trace_step(preset_config(options.models[0]), options.tokens[0], options.contexts[0],
+                   trace)
+        print(f"trace: {trace} (open it in https://ui.perfetto.dev)")
+    return status
 
 
 def _limit_args(p: argparse.ArgumentParser) -> None:
