@@ -42,3 +42,11 @@ def test_generate_streams_and_reports(capsys):
 def test_generate_rejects_bad_max_tokens(capsys):
     assert main(["generate", "hi", "--max-tokens", "0", "--backend", "cpu"]) == 2
     assert "max_tokens" in capsys.readouterr().err
+
+
+def test_bench_trace_without_gpu_is_one_clear_error(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --trace would run")
+    assert main(["bench", "--models", "llama-3.2-1b", "--trace", "t.json"]) == 2
+    assert "--trace needs a CUDA GPU" in capsys.readouterr().err
