@@ -29,7 +29,7 @@ def _span(lo: int, hi: int, n: int) -> tuple[int, int]:
 def lower_linear(node: Node, t: Tensors, target: Target) -> list[TaskGrid]:
     x, w, out = t[node.inputs["x"]], t[node.inputs["weight"]], t[node.outputs["out"]]
     n, k = w.shape
-    tm, tn = target.rows_per_tile, linear_tile_n(n, target)
+    tm, tn = target.rows_per_tile, linear_tile_n(n, target, k)
     rows = _rows(x, tm)
     cols = lambda c: _span(c * tn, c * tn + tn, n)  # noqa: E731
     acc = [Access(x.name, "r", lambda c, b: (rows(c[0], b), (0, k))),

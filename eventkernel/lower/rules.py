@@ -30,11 +30,15 @@ class Target:
             raise ValueError(f"rows_per_tile must be >= 1, got {self.rows_per_tile}")
 
 
-def linear_tile_n(n: int, target: Target) -> int:
+def linear_tile_n(n: int, target: Target, k: int | None = None) -> int:
     """Output features per linear task: the smallest power of two >= min_tile_n that
-    keeps the task count within ``waves * num_workers``."""
+    keeps the task count within ``waves * num_workers``, and that the GPU template can
+    split ``k`` for (its 8 warps share K in steps of 16 when TN/16 < 8, so K must be a
+    multiple of 16 * 8 / min(TN/16, 8))."""
     tile = target.min_tile_n
-    while tile < target.max_tile_n and math.ceil(n / tile) > target.waves * target.num_workers:
+    while tile < target.max_tile_n and (
+            math.ceil(n / tile) > target.waves * target.num_workers
+            or (k is not None and k % (16 * 8 // min(tile // 16, 8)))):
         tile *= 2
     return min(tile, max(target.min_tile_n, _pow2_at_least(n)))
 

@@ -1,7 +1,7 @@
 """The generated megakernel compiles to an sm_90a cubin with no local-memory spills.
 
-Runs without a GPU (nvcc only). Covers the tiny test configs of both families and the
-llama-3.2-1b and qwen3-8b presets, through `eventkernel compile`.
+Runs without a GPU (nvcc only). Covers the tiny test configs of both families, the built-in
+default model and the llama-3.2-1b and qwen3-8b presets, through `eventkernel compile`.
 """
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None,
                                 reason="nvcc (CUDA 13 toolkit) is not installed")
 
 
-@pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen3", "llama-3.2-1b", "qwen3-8b"])
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen3", "default", "llama-3.2-1b",
+                                   "qwen3-8b"])
 def test_compile_writes_cubin_without_spills(model, tmp_path, capsys):
-    if model.startswith("tiny"):
+    if model == "default":                 # SmolLM2-135M: hidden 576, GQA group 3
+        from eventkernel.models.default import default_model_path
+        model = str(default_model_path())
+    elif model.startswith("tiny"):
         from eventkernel.models.presets import tiny_config
         config = tmp_path / "config.json"
         config.write_text(json.dumps(tiny_config(model.split("-")[1])))
