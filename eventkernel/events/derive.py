@@ -166,12 +166,6 @@ class EventPlan:
     space: TaskSpace
     events: tuple[EventTensor, ...]
 
-    def waits_of(self, grid: int) -> list[int]:
-        return [i for i, e in enumerate(self.events) if e.consumer == grid]
-
-    def notifies_of(self, grid: int) -> list[int]:
-        return [i for i, e in enumerate(self.events) if e.producer == grid]
-
     def dump(self) -> str:
         return "\n".join(str(e) for e in self.events)
 
@@ -195,7 +189,7 @@ def derive_events(program: Program) -> EventPlan:
             for pg, pa in conflicting_earlier(space, hist, hist.index((ci, ai, acc.mode)), hull):
                 hit = overlap(mine, space.access_boxes(pg, pa, hull))
                 conflicts[pg] = conflicts[pg] | hit if pg in conflicts else hit
-        kept = _reduce(conflicts, space, ancestry, classes, n)
+        kept = _reduce(conflicts, space, ancestry, classes)
         new_events = [_event(ci, pg, rows, space, len(events) + k)
                       for k, (pg, rows) in enumerate(sorted(kept.items()))]
         waits: list[list[tuple[int, int]]] = [[] for _ in range(n)]
@@ -220,7 +214,7 @@ def derive_events(program: Program) -> EventPlan:
 
 
 def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ancestry,
-            classes: list, n: int) -> dict[int, np.ndarray]:
+            classes: list) -> dict[int, np.ndarray]:
     """Drop each predecessor already implied by another one, for every binding."""
     if not conflicts:
         return {}
@@ -250,12 +244,12 @@ def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ances
             continue
         members = order[bounds[row_id]:bounds[row_id + 1]]
         for g in grids:
-            n = conflicts[g].shape[1]
-            bits = (implied >> space.offsets[g]) & ((1 << n) - 1)
+            n_p = conflicts[g].shape[1]
+            bits = (implied >> space.offsets[g]) & ((1 << n_p) - 1)
             if not bits:
                 continue
-            drop = np.unpackbits(np.frombuffer(bits.to_bytes((n + 7) // 8, "little"), np.uint8),
-                                 bitorder="little")[:n].astype(bool)
+            raw = np.frombuffer(bits.to_bytes((n_p + 7) // 8, "little"), np.uint8)
+            drop = np.unpackbits(raw, bitorder="little")[:n_p].astype(bool)
             kept[g][members] &= ~drop
     return {g: m for g, m in kept.items() if m.any()}
 
