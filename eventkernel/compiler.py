@@ -47,6 +47,16 @@ class Compiled:
         return {"T": _round_up(num_tokens, self.limits.max_tokens),
                 "S": _round_up(num_seqs, self.limits.max_seqs)}
 
+    def buckets(self) -> list[dict[str, int]]:
+        """Every shape bucket a step can fall in (the bindings whose tables ever run)."""
+        out = []
+        for t in sorted({_round_up(n, self.limits.max_tokens)
+                         for n in range(1, self.limits.max_tokens + 1)}):
+            for s in sorted({_round_up(n, self.limits.max_seqs)
+                             for n in range(1, min(t, self.limits.max_seqs) + 1)}):
+                out.append({"T": t, "S": s})
+        return out
+
     def bound(self, bucket: dict[str, int]) -> BoundEvents:
         key = tuple(sorted(bucket.items()))
         if key not in self._bound:

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ins = sub.add_parser("inspect", help="compile a model's step and summarise its tasks/events")
     ins.add_argument("model", help="preset name, config.json or model directory")
+    ins.add_argument("--all-buckets", action="store_true",
+                     help="verify every shape bucket, not just the smallest and largest")
     _limit_args(ins)
 
     comp = sub.add_parser("compile", help="write the CUDA megakernel source and sm_90a cubin")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "inspect":
             from eventkernel.serve.inspect import inspect_model
-            print(inspect_model(args.model, _limits(args), args.workers))
+            print(inspect_model(args.model, _limits(args), args.workers, args.all_buckets))
             return 0
         if args.command == "compile":
             from eventkernel.cuda.aot import compile_command

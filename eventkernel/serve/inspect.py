@@ -26,7 +26,9 @@ def resolve_config(model: str) -> ModelConfig:
     return ModelConfig.from_hf(model)
 
 
-def inspect_model(model: str, limits: Limits, workers: int) -> str:
+def inspect_model(model: str, limits: Limits, workers: int, all_buckets: bool = False) -> str:
+    """Summary of the compiled step; verifies the smallest and largest bucket, or every
+    bucket (every shape a step can have) with ``all_buckets``."""
     start = time.perf_counter()
     config = resolve_config(model)
     compiled = compile_model(config, limits, Target(num_workers=workers))
@@ -35,7 +37,7 @@ def inspect_model(model: str, limits: Limits, workers: int) -> str:
              f"{config.hidden_size}, {config.num_parameters() / 1e9:.2f} B parameters",
              f"limits: {limits.max_tokens} tokens/step (T), {limits.max_seqs} sequences (S), "
              f"{limits.max_context} context, pages of {limits.page_size}; {workers} workers", ""]
-    buckets = [{"T": 1, "S": 1}, program.max_binding]
+    buckets = compiled.buckets() if all_buckets else [{"T": 1, "S": 1}, program.max_binding]
     bound = [compiled.bound(b) for b in buckets]
     # Per op kind: grids, tasks at T=S=1 and at the maxima, events in/out.
     fan_in = {}
