@@ -215,42 +215,38 @@ def derive_events(program: Program) -> EventPlan:
 
 def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ancestry,
             classes: list) -> dict[int, np.ndarray]:
-    """Drop each predecessor already implied by another one, for every binding."""
+    """Drop each predecessor already implied by another one, for every binding.
+
+    Predecessors are grouped in classes (same waits, same thresholds: same ancestry), so
+    "implied" is a boolean product: rows x classes they touch, times classes x tasks each
+    class's ancestry covers.
+    """
     if not conflicts:
         return {}
     grids = sorted(conflicts)
     signature = np.concatenate([np.packbits(conflicts[g], axis=1) for g in grids], axis=1)
     _, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
-    kept = {g: conflicts[g].copy() for g in grids}
-    # Which (waits, thresholds) classes of each producer grid every distinct row touches.
-    touched = {}
-    for g in grids:
-        p_classes, p_keys = classes[g]
-        onehot = np.zeros((len(p_classes), len(p_keys)), np.int32)
-        onehot[np.arange(len(p_classes)), p_classes] = 1
-        touched[g] = (conflicts[g][first].astype(np.int32) @ onehot) > 0
-    order = np.argsort(inverse.ravel(), kind="stable")
-    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(first) + 1))
-    through: dict[tuple[int, int], int] = {}
-    for row_id in range(len(first)):
-        implied = 0
-        for g in grids:
-            p_keys = classes[g][1]
-            for cls in np.nonzero(touched[g][row_id])[0].tolist():
-                if (g, cls) not in through:
-                    through[g, cls] = ancestry.through(*p_keys[cls])
-                implied |= through[g, cls]
-        if not implied:
+    drop = {g: np.zeros((len(first), conflicts[g].shape[1]), bool) for g in grids}
+    for source in grids:
+        p_classes, p_keys = classes[source]
+        onehot = np.zeros((len(p_classes), len(p_keys)), np.float32)
+        onehot[np.arange(len(p_classes)), p_classes] = 1.0
+        touched = (conflicts[source][first].astype(np.float32) @ onehot) > 0   # rows x classes
+        used = np.nonzero(touched.any(axis=0))[0]
+        if not len(used):
             continue
-        members = order[bounds[row_id]:bounds[row_id + 1]]
-        for g in grids:
-            n_p = conflicts[g].shape[1]
-            bits = (implied >> space.offsets[g]) & ((1 << n_p) - 1)
-            if not bits:
-                continue
-            raw = np.frombuffer(bits.to_bytes((n_p + 7) // 8, "little"), np.uint8)
-            drop = np.unpackbits(raw, bitorder="little")[:n_p].astype(bool)
-            kept[g][members] &= ~drop
+        through = [ancestry.through(*p_keys[cls]) for cls in used]
+        for target in grids:
+            n_p = conflicts[target].shape[1]
+            covered = np.zeros((len(used), n_p), np.float32)               # classes x tasks
+            for i, anc in enumerate(through):
+                bits = (anc >> space.offsets[target]) & ((1 << n_p) - 1)
+                if bits:
+                    raw = np.frombuffer(bits.to_bytes((n_p + 7) // 8, "little"), np.uint8)
+                    covered[i] = np.unpackbits(raw, bitorder="little")[:n_p]
+            drop[target] |= (touched[:, used].astype(np.float32) @ covered) > 0
+    rows = inverse.ravel()
+    kept = {g: conflicts[g] & ~drop[g][rows] for g in grids}
     return {g: m for g, m in kept.items() if m.any()}
 
 
