@@ -6,6 +6,7 @@ loads such a folder instead of compiling when the hashes match.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -56,7 +57,7 @@ def compile_command(model: str, limits: Limits, workers: int, out_dir: str) -> i
     """Generate and compile the megakernel of ``model``; print its resource report."""
     from eventkernel.serve.inspect import resolve_config
     config = resolve_config(model)
-    limits = Limits(**{**{f: getattr(limits, f) for f in limits.__slots__}, "dtype": DType.BF16})
+    limits = dataclasses.replace(limits, dtype=DType.BF16)
     start = time.perf_counter()
     compiled = compile_model(config, limits, Target(num_workers=workers))
     source = generate(compiled.program)

@@ -119,8 +119,8 @@ class KernelSource:
 def generate(program: Program, *, trace: bool = False) -> KernelSource:
     """The megakernel source for ``program``; ``trace`` compiles in per-task timestamps."""
     for name, tensor in program.tensors.items():
-        if tensor.kind is not TensorKind.INPUT and tensor.dtype is DType.F32 and \
-                tensor.kind is TensorKind.WEIGHT and name != "rope_inv_freq":
+        if tensor.kind is TensorKind.WEIGHT and tensor.dtype is DType.F32 and \
+                name != "rope_inv_freq":
             raise UnsupportedOnGpu("the CUDA backend runs bf16 weights; compile with dtype bf16")
     buffers = tuple(program.tensors)
     index = {name: i for i, name in enumerate(buffers)}

@@ -153,10 +153,6 @@ def preset_config(name: str) -> dict:
 # The presets a user may name (inspect, compile, bench): every one, real models first.
 PRESETS = _PRESETS
 
-_LLAMA3_SCALING = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                   "original_max_position_embeddings": 8192}
-
-
 def tiny_config(arch: str = "llama", **overrides: Any) -> dict[str, Any]:
     """A small config of either family for tests (2 layers, hidden 256, GQA)."""
     cfg = {
@@ -167,7 +163,7 @@ def tiny_config(arch: str = "llama", **overrides: Any) -> dict[str, Any]:
         "max_position_embeddings": 2048,
     }
     if arch == "llama":
-        cfg["rope_scaling"] = {**_LLAMA3_SCALING, "factor": 8.0,
+        cfg["rope_scaling"] = {**_llama3_rope_scaling(8.0),
                                "original_max_position_embeddings": 256}
     cfg.update(overrides)
     return cfg
