@@ -14,9 +14,9 @@ from eventkernel.models.presets import preset_config
 
 VARIANTS = {
     "baseline": (),
-    "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
-    "lookahead-4": ("-DEK_LOOKAHEAD=4",),
-    "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
+    "ring-2": ("-DEK_RING_STAGES=2",),        # 64 KB of weights in flight instead of 96 KB
+    "sleep-64": ("-DEK_WAIT_MAX_SLEEP_NS=64",),
+    "sleep-1024": ("-DEK_WAIT_MAX_SLEEP_NS=1024",),
 }
 
 

@@ -140,7 +140,7 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
              "#define EK_TRACE" if trace else "",
              '#include "eventkernel.cuh"', "", "namespace ek {", c_declarations(), "}  // namespace ek",
              "using namespace ek;", ""]
-    dispatch, prefetch, smem_kinds = [], [], []
+    dispatch, ring_tiles, ring_fits, smem_asserts = [], [], [], []
     for k, (template, slots) in enumerate(zip(templates, kinds.values())):
         ptr_cols = [i for i, f in enumerate(slots[0]) if f.tensor is not None]
         rows = ", ".join("{" + ", ".join(str(index[s[i].tensor]) for i in ptr_cols) + "}"
@@ -160,41 +160,54 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
                 members.append(f"static_cast<{f.c_type}>({f.value})")
         parts.append(f"__device__ __forceinline__ Kind{k}::Args kind{k}_args(void* const* B, "
                      f"int slot) {{\n    return Kind{k}::Args{{{', '.join(members)}}};\n}}\n")
+        run = (f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);")
         if template.startswith("LinearTask<"):
-            # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
-            parts.append(f"using Gemv{k} = Gemv{template[len('Linear'):]};")
-            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape)) Gemv{k}::l2_prefetch("
-                            f"kind{k}_args(B, d.slot), d.c0, d.c1, d.c2); break;")
-            smem_kinds.append(f"Gemv{k}")
+            # NOTE: decode-sized steps run every linear through the worker's weight ring
+            # (one GEMV body for all linear kinds); larger steps take the mma template,
+            # which may then use the ring's shared memory too.
+            ring_tiles.append(
+                f"        case {k}: {{\n"
+                f"            if (!Kind{k}::active(shape, d.c0, d.c1, d.c2)) return false;\n"
+                f"            const auto a = kind{k}_args(B, d.slot);\n"
+                f"            t = ring_tile(a.weight, Kind{k}::kK, Kind{k}::kTileN, a.n, d.c1);\n"
+                f"            return t.chunks > 0;\n        }}")
+            ring_fits.append(f"ring_rows_fit(Kind{k}::kK, Kind{k}::kFuseNormInput)")
+            smem_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kMaxDynamicSmem, "
+                                f"\"kind {k} needs more shared memory than a CTA has\");")
+            smem_asserts.append(f"static_assert(Kind{k}::kTileN <= kRingMaxTileN, "
+                                f"\"kind {k}: linear tiles wider than the ring GEMV takes\");")
             dispatch.append(
                 f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
-                f"                ok = Gemv{k}::handles(shape)\n"
-                f"                    ? run_task<Gemv{k}>(a, shape, d, e, bt, counters, dbg, smem)\n"
-                f"                    : run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem);"
-                f" }} break;")
+                f"                if (ring_mode) {{\n"
+                f"                    gemv = gemv_params<Kind{k}>(a);\n"
+                f"                    tile = ring_tile(a.weight, Kind{k}::kK, Kind{k}::kTileN, "
+                f"a.n, d.c1);\n"
+                f"                    rows = row_tile(shape, Kind{k}::kRowSet, d.c0);\n"
+                f"                    n0 = d.c1 * Kind{k}::kTileN;\n"
+                f"                    through_ring = true;\n"
+                f"                }} else {{\n                    {run.format('')}\n"
+                f"                }} }} break;")
         else:
-            dispatch.append(f"            case {k}: ok = run_task<Kind{k}>(kind{k}_args(B, d.slot), "
-                            f"shape, d, e, bt, counters, dbg, smem); break;")
-        smem_kinds.append(f"Kind{k}")
-    smem_lines = "\n".join(f"    out[{i}] = {name}::kSmemBytes;"
-                           for i, name in enumerate(smem_kinds))
+            smem_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kScratchBytes, "
+                                f"\"kind {k} needs more shared memory than the ring leaves\");")
+            dispatch.append(f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
+                            f"                {run.format(' + kRingBytes')} }} break;")
+    fits = "kRingMaxRows"
+    for fit in ring_fits:
+        fits = f"cmin({fit}, {fits})"
+    parts.extend(smem_asserts)
+    parts.append(f"/// Token rows up to which every linear of this model runs through the ring.\n"
+                 f"constexpr int kRingRows = {fits};\n")
     parts.append(_RUNTIME.replace("{DISPATCH}", "\n".join(dispatch))
-                 .replace("{PREFETCH}", "\n".join(prefetch)).replace("{SMEM}", smem_lines))
-    return KernelSource("\n".join(parts), buffers, tuple(templates), tuple(grid_kind),
-                        len(smem_kinds))
+                 .replace("{RING_TILES}", "\n".join(ring_tiles)))
+    return KernelSource("\n".join(parts), buffers, tuple(templates), tuple(grid_kind), 1)
 
 
 _RUNTIME = r"""
 #ifdef EK_TRACE
 __device__ unsigned long long* ek_trace;
 #endif
-#ifndef EK_LOOKAHEAD
-#define EK_LOOKAHEAD 2
-#endif
 
-/// One task: weights first (they never wait), then the events, then the task itself;
-/// notify after its writes. Out-of-shape tasks skip the work but still wait and notify:
-/// the events' transitive reduction relies on every task's waits.
 __device__ __forceinline__ unsigned long long global_ns() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -207,69 +220,115 @@ __device__ __forceinline__ unsigned sm_id() {
     return id;
 }
 
-template <class Task>
-__device__ __forceinline__ bool run_task(const typename Task::Args& args, const StepShape& shape,
-                                         const TaskDesc& d, int e, const BucketTables& bt,
-                                         int* counters, DebugState* dbg, char* smem) {
-#ifdef EK_TRACE
-    // Instrumented build: {wait start, run start, end, SM} per queue entry (globaltimer ns).
-    unsigned long long* trace = ek_trace + 4ull * e;
-    if (threadIdx.x == 0) trace[0] = global_ns();
-#endif
-    const bool active = Task::active(shape, d.c0, d.c1, d.c2);
-    if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
+/// The weight tile queue entry ``d`` streams through the ring; false when it streams none.
+__device__ bool ring_tile_of(const TaskDesc& d, void* const* B, const StepShape& shape,
+                             RingTile& t) {
+    switch (d.kind) {
+{RING_TILES}
+        default: return false;
+    }
+}
+
+/// The ring's producer side: this worker's queue entries after the last one it looked at.
+struct QueueSource {
+    const TaskDesc* queue;
+    int next_entry;
+    int end;
+    void* const* B;
+    const StepShape* shape;
+
+    __device__ bool next(RingTile& t) {
+        while (next_entry < end)
+            if (ring_tile_of(queue[next_entry++], B, *shape, t)) return true;
+        return false;
+    }
+};
+
+using Ring = WeightRing<QueueSource>;
+
+/// The waits of queue entry ``e`` (all threads); thread 0 refills the ring while it spins.
+__device__ __forceinline__ bool wait_entry(int e, const BucketTables& bt, int* counters,
+                                           DebugState* dbg, Ring& ring) {
     const int* wait_begin = reinterpret_cast<const int*>(bt.wait_begin);
     const int* wait_counter = reinterpret_cast<const int*>(bt.wait_counter);
     const int* wait_target = reinterpret_cast<const int*>(bt.wait_target);
-    for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j) {
-        if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j])) {
-            if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
+    if (threadIdx.x == 0) ring.pump();
+    for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j)
+        if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j],
+                     [&ring] { ring.pump(); }))
             return false;
-        }
-    }
-#ifdef EK_TRACE
-    if (threadIdx.x == 0) trace[1] = global_ns();
-#endif
-    if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+    return true;
+}
+
+/// After the task's writes (all threads): barrier, fence, release-add every notify.
+__device__ __forceinline__ void notify_entry(int e, const BucketTables& bt, int* counters) {
     const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
     const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
     __syncthreads();
     if (threadIdx.x == 0) {
-#ifndef EK_NOTIFY_NO_FENCE
         __threadfence();
-#endif
         for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
             red_release_gpu_add(counters + notify_counter[j], 1);
     }
+}
+
 #ifdef EK_TRACE
-    if (threadIdx.x == 0) {
-        trace[2] = global_ns();
-        trace[3] = sm_id();
-    }
+#define EK_TRACE_AT(e, i, v) do { if (threadIdx.x == 0) ek_trace[4ull * (e) + (i)] = (v); } while (0)
+#else
+#define EK_TRACE_AT(e, i, v) do { } while (0)
 #endif
+
+/// One task: its own weight prefetch first (they never wait), then the events, then the
+/// task; notify after its writes. Out-of-shape tasks skip the work but still wait and
+/// notify: the events' transitive reduction relies on every task's waits.
+template <class Task>
+__device__ __forceinline__ bool run_task(const typename Task::Args& args, const StepShape& shape,
+                                         const TaskDesc& d, int e, const BucketTables& bt,
+                                         int* counters, DebugState* dbg, char* smem, Ring& ring) {
+    EK_TRACE_AT(e, 0, global_ns());
+    const bool active = Task::active(shape, d.c0, d.c1, d.c2);
+    if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
+    if (!wait_entry(e, bt, counters, dbg, ring)) {
+        if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
+        return false;
+    }
+    EK_TRACE_AT(e, 1, global_ns());
+    if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+    notify_entry(e, bt, counters);
+    EK_TRACE_AT(e, 2, global_ns());
+    EK_TRACE_AT(e, 3, sm_id());
     return true;
 }
 
-/// Ask L2 for the weights of queue entry ``e`` (one thread; weights never wait on events).
-__device__ __forceinline__ void prefetch_entry_l2(const TaskDesc& d, void* const* B,
-                                                  const StepShape& shape) {
-    switch (d.kind) {
-{PREFETCH}
-        default: break;
-    }
+/// One linear task through the weight ring (the single call site of the GEMV body).
+__device__ __forceinline__ bool run_ring_task(const GemvParams& gemv, const RingTile& tile,
+                                           RowTile rows, int n0, const StepShape& shape,
+                                           int e, const BucketTables& bt, int* counters,
+                                           DebugState* dbg, char* scratch, Ring& ring) {
+    EK_TRACE_AT(e, 0, global_ns());
+    if (!wait_entry(e, bt, counters, dbg, ring)) return false;
+    EK_TRACE_AT(e, 1, global_ns());
+    if (rows.count > 0) ring_gemv(gemv, tile, rows, n0, scratch, ring);
+    notify_entry(e, bt, counters);
+    EK_TRACE_AT(e, 2, global_ns());
+    EK_TRACE_AT(e, 3, sm_id());
+    return true;
 }
 
 extern "C" __global__ void ek_smem_sizes(int* out) {
-{SMEM}
+    out[0] = kMaxDynamicSmem;
 }
 
 /// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
 /// Counters of two parities alternate between steps; each step zeroes the parity the next
-/// step will use, so the host never resets anything.
+/// step will use, so the host never resets anything. Shared memory: [weight ring][scratch
+/// of the running task]; steps too large for the ring give the ring's bytes to the mma
+/// linear template.
 extern "C" __global__ void __launch_bounds__(256, 1)
 ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ btp) {
     extern __shared__ __align__(128) char smem[];
     __shared__ int s_parity;
+    __shared__ unsigned long long s_ring_bars[kRingStages];
     const RuntimeState rt = *rtp;
     const BucketTables bt = *btp;
 #ifdef EK_TRACE
@@ -277,36 +336,45 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
 #endif
     int* step_state = reinterpret_cast<int*>(rt.step);
     if (threadIdx.x == 0) s_parity = ld_acquire_gpu(step_state) & 1;
-    __syncthreads();
-    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
-    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
-         i += gridDim.x * blockDim.x)
-        next[i] = 0;
     const StepShape& shape = *reinterpret_cast<const StepShape*>(rt.shape);
     DebugState* dbg = reinterpret_cast<DebugState*>(rt.debug);
     void* const* B = reinterpret_cast<void* const*>(rt.buffers);
     const TaskDesc* queue = reinterpret_cast<const TaskDesc*>(bt.queue);
     const int* queue_begin = reinterpret_cast<const int*>(bt.queue_begin);
     const int w = blockIdx.x;
-    constexpr int kLookahead = EK_LOOKAHEAD;   // tasks whose weights are on their way to L2
-    if (w < bt.num_workers) {
-        const int end = queue_begin[w + 1];
-        if (threadIdx.x == 0)
-            for (int e = queue_begin[w]; e < cmin(end, queue_begin[w] + kLookahead); ++e)
-                prefetch_entry_l2(queue[e], B, shape);
-        for (int e = queue_begin[w]; e < end; ++e) {
-            const TaskDesc d = queue[e];
-            if (threadIdx.x == 0 && e + kLookahead < end)
-                prefetch_entry_l2(queue[e + kLookahead], B, shape);
-            bool ok = true;
-            switch (d.kind) {
+    const bool has_queue = w < bt.num_workers;
+    const int begin = has_queue ? queue_begin[w] : 0;
+    const int end = has_queue ? queue_begin[w + 1] : 0;
+    const bool ring_mode = cmax(shape.num_tokens, shape.num_seqs) <= kRingRows;
+    Ring ring{s_ring_bars, smem, QueueSource{queue, begin, ring_mode ? end : begin, B, &shape}};
+    if (threadIdx.x == 0) {
+        ring.init();
+        ring.pump();  // the first weights are on their way before anything else happens
+    }
+    __syncthreads();
+    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
+    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
+         i += gridDim.x * blockDim.x)
+        next[i] = 0;
+    for (int e = begin; e < end; ++e) {
+        const TaskDesc d = queue[e];
+        bool ok = true;
+        bool through_ring = false;
+        GemvParams gemv;
+        RingTile tile;
+        RowTile rows;
+        int n0 = 0;
+        switch (d.kind) {
 {DISPATCH}
             default: ok = false;
-            }
-            if (!ok) break;
         }
+        if (through_ring)
+            ok = run_ring_task(gemv, tile, rows, n0, shape, e, bt, counters, dbg,
+                               smem + kRingBytes, ring);
+        if (!ok) break;
     }
+    if (threadIdx.x == 0) ring.drain();
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();

@@ -69,6 +69,32 @@ KERNEL {name}(const bf16* w, const bf16* x, const bf16* g, const void* res, void
     typename Task::Args a{{w, x, g, static_cast<const Out*>(res), static_cast<Out*>(out), n, eps}};
     prefetch_and_run<Task>(a, shape);
 }}""")
+        if tn > 256:
+            continue  # wider than kRingMaxTileN: the lowering never emits it
+        # The same linear through the weight ring: one CTA streams every column tile, the
+        # ring running ahead across tiles as it does across a worker's queue.
+        kernels.append(f"""
+KERNEL ring_{name}(const bf16* w, const bf16* x, const bf16* g, const void* res, void* out,
+                   int n, float eps, const StepShape* shape) {{
+    using Task = {task};
+    using Out = typename Task::OutType;
+    extern __shared__ __align__(128) char smem[];
+    __shared__ unsigned long long bars[kRingStages];
+    typename Task::Args a{{w, x, g, static_cast<const Out*>(res), static_cast<Out*>(out), n, eps}};
+    const RowTile rows = row_tile(*shape, Task::kRowSet, 0);
+    const int tiles = ceil_div(n, Task::kTileN);
+    WeightRing<ColumnTiles> ring{{bars, smem, ColumnTiles{{w, Task::kK, Task::kTileN, n, 0,
+                                                          rows.count > 0 ? tiles : 0}}}};
+    if (threadIdx.x == 0) {{
+        ring.init();
+        ring.pump();
+    }}
+    __syncthreads();
+    const GemvParams p = gemv_params<Task>(a);
+    for (int c1 = 0; c1 < tiles && rows.count > 0; ++c1)
+        ring_gemv(p, ring_tile(w, Task::kK, Task::kTileN, n, c1), rows, c1 * Task::kTileN,
+                  smem + kRingBytes, ring);
+}}""")
     for hd, g in ATTENTION_SHAPES:
         task = f"AttentionTask<{hd}, {g}>"
         tasks[f"attn_{hd}_{g}"] = task
@@ -118,6 +144,8 @@ KERNEL argmax(const float* logits, int vocab, int* next, float* maxv, const Step
 }""")
     names = list(tasks)
     sizes = "\n".join(f"    out[{i}] = {tasks[n]}::kSmemBytes;" for i, n in enumerate(names))
+    names.append("ring")
+    sizes += f"\n    out[{len(names) - 1}] = kMaxDynamicSmem;"
     kernels.append(f'extern "C" __global__ void smem_sizes(int* out) {{\n{sizes}\n}}')
     return PRELUDE + "\n".join(kernels) + "\n", names
 
@@ -283,6 +311,32 @@ def test_linear(kernels, case, T):
         ref = (ref if fp32 else rounded(ref)) + before[:T].float()
     assert rel_err(out[:T], ref) < REL_TOL, name
     assert torch.equal(out[T:], before[T:]), "rows past the tile were written"
+
+
+RING_CASES = [c for c in LINEAR_CASES if c[2] <= 256]
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("case", RING_CASES, ids=[c[0] for c in RING_CASES])
+def test_ring_linear(kernels, case, T):
+    """The decode GEMV through the weight ring matches the same reference as the mma path."""
+    name, k, tn, fp32, norm, residual, rows_from = case
+    n = 3 * tn + 24 if tn >= 64 else 4 * tn
+    out_dtype = torch.float32 if fp32 else torch.bfloat16
+    x = rand_bf16(T, k)
+    w = rand_bf16(n, k, scale=k ** -0.5)
+    g = rand_bf16(k)
+    out = torch.randn(T + 3, n, device="cuda").to(out_dtype)
+    before = out.clone()
+    step = Step(num_tokens=9, num_seqs=T) if rows_from == "kSeqs" else Step(num_tokens=T)
+    kernels.launch(f"ring_{name}", 1, [w, x, g, out if residual else None, out, i32(n), 1e-6,
+                                       step.device], smem=kernels.smem["ring"])
+    a = ref_rmsnorm(x, g, 1e-6) if norm else x.float()
+    ref = a @ w.float().T
+    if residual:
+        ref = (ref if fp32 else rounded(ref)) + before[:T].float()
+    assert rel_err(out[:T], ref) < REL_TOL, name
+    assert torch.equal(out[T:], before[T:]), "rows past the step were written"
 
 
 def _inv_freq(hd, base=500000.0):

@@ -11,10 +11,10 @@
 #pragma once
 
 #ifndef EK_WAIT_MAX_SPINS
-#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: several seconds
+#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: about a second
 #endif
 #ifndef EK_WAIT_MAX_SLEEP_NS
-#define EK_WAIT_MAX_SLEEP_NS 1024
+#define EK_WAIT_MAX_SLEEP_NS 256
 #endif
 
 namespace ek {
@@ -45,12 +45,20 @@ __device__ __forceinline__ bool ek_aborted(const DebugState* dbg) {
     return dbg != nullptr && *reinterpret_cast<const volatile int*>(&dbg->abort) != 0;
 }
 
+/// Does nothing while a wait spins.
+struct NoIdleWork {
+    __device__ void operator()() const {}
+};
+
 /// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
-/// __nanosleep backoff); the result is broadcast with a CTA barrier, after which every
-/// thread may read what the notifiers wrote. Returns false only in debug builds, when
-/// this wait timed out or another worker aborted: the caller must then leave the kernel.
+/// __nanosleep backoff), calling `idle()` between polls (the worker's weight ring refills
+/// there); the result is broadcast with a CTA barrier, after which every thread may read
+/// what the notifiers wrote. Returns false only in debug builds, when this wait timed out
+/// or another worker aborted: the caller must then leave the kernel.
+template <class Idle = NoIdleWork>
 __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
-                                        int task_index = -1, int event_index = -1) {
+                                        int task_index = -1, int event_index = -1,
+                                        Idle&& idle = Idle()) {
     int ok = 1;
     if (threadIdx.x == 0) {
         unsigned sleep_ns = 32;
@@ -83,6 +91,7 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
             (void)task_index;
             (void)event_index;
 #endif
+            idle();
             __nanosleep(sleep_ns);
             sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
             observed = ld_acquire_gpu(counter);

@@ -71,6 +71,9 @@ struct LinearTask {
     using OutType = OutT;
     static constexpr int kK = K;
     static constexpr int kTileN = TN;
+    static constexpr bool kFuseNormInput = kFuseNorm;
+    static constexpr bool kResidualAdd = kResidual;
+    static constexpr RowSet kRowSet = kRows;
 
     static constexpr int kWarpsN = linear_detail::warps_n(TN);  // warps across features
     static constexpr int kWarpsK = kWarps / kWarpsN;            // warps across the K chunk
