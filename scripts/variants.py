@@ -15,6 +15,8 @@ from eventkernel.models.presets import preset_config
 VARIANTS = {
     "baseline": (),
     "ring-2": ("-DEK_RING_STAGES=2",),        # 64 KB of weights in flight instead of 96 KB
+    "notify-t32": ("-DEK_NOTIFY_THREAD=32",),  # the fence is not on the ring's producer
+    "no-hint": ("-DEK_RING_NO_HINT",),
     "sleep-64": ("-DEK_WAIT_MAX_SLEEP_NS=64",),
     "sleep-1024": ("-DEK_WAIT_MAX_SLEEP_NS=1024",),
 }

@@ -207,6 +207,9 @@ _RUNTIME = r"""
 #ifdef EK_TRACE
 __device__ unsigned long long* ek_trace;
 #endif
+#ifndef EK_NOTIFY_THREAD
+#define EK_NOTIFY_THREAD 0
+#endif
 
 __device__ __forceinline__ unsigned long long global_ns() {
     unsigned long long t;
@@ -265,7 +268,7 @@ __device__ __forceinline__ void notify_entry(int e, const BucketTables& bt, int*
     const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
     const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == EK_NOTIFY_THREAD) {
         __threadfence();
         for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
             red_release_gpu_add(counters + notify_counter[j], 1);

@@ -164,9 +164,19 @@ struct WeightRing {
         unsigned long long* bar = bars + s;
         char* slot = base + s * kRingChunkBytes;
         mbar_arrive_expect_tx(bar, bytes * t.valid_n);
-        for (int r = 0; r < t.valid_n; ++r)
+        if (t.kc == t.k) {  // the chunk's rows are contiguous in W: one copy
+            bulk_copy_g2s(slot, t.weight, bytes * t.valid_n, bar, policy);
+            return;
+        }
+        for (int r = 0; r < t.valid_n; ++r) {
+#ifdef EK_RING_NO_HINT
+            bulk_copy_g2s(slot + r * t.kc * 2, t.weight + static_cast<long long>(r) * t.k + k0,
+                          bytes, bar);
+#else
             bulk_copy_g2s(slot + r * t.kc * 2, t.weight + static_cast<long long>(r) * t.k + k0,
                           bytes, bar, policy);
+#endif
+        }
     }
 };
 
