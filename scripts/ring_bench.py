@@ -65,8 +65,7 @@ def main() -> None:
     del src, dst
     rows = []
     for k in (2048, 4096):
-        for name, opts in (("ring-3", ()), ("ring-2", ("-DEK_RING_STAGES=2",)),
-                           ("no-hint", ("-DEK_RING_NO_HINT",))):
+        for name, opts in (("ring-3", ()), ("ring-2", ("-DEK_RING_STAGES=2",))):
             module = LoadedModule(compile_cuda(SOURCE, options=opts + (f"-DKDIM={k}",),
                                                name=f"ring_{k}_{name}").cubin)
             smem = 227 * 1024 - 1024

@@ -16,10 +16,31 @@ VARIANTS = {
     "baseline": (),
     "ring-2": ("-DEK_RING_STAGES=2",),        # 64 KB of weights in flight instead of 96 KB
     "notify-t32": ("-DEK_NOTIFY_THREAD=32",),  # the fence is not on the ring's producer
-    "no-hint": ("-DEK_RING_NO_HINT",),
+    "inline-pump": ("-DEK_RING_INLINE_PUMP",),
     "sleep-64": ("-DEK_WAIT_MAX_SLEEP_NS=64",),
     "sleep-1024": ("-DEK_WAIT_MAX_SLEEP_NS=1024",),
 }
+
+
+def _print_ring_phases(step) -> None:
+    """Mean phases of the ring linear tasks per grid name (instrumented build)."""
+    raw = step.backend.trace_buffer.cpu().view(-1, 8).tolist()
+    grids = step.backend.compiled.program.grids
+    entries = [g for q in step.bucket.schedule.queues for g, _ in q]
+    by_name: dict[str, list] = {}
+    for e, g in enumerate(entries):
+        if grids[g].task_type != "linear":
+            continue
+        wait0, run0, end, _, staged, chunks_done, chunk_wait, pump = raw[e]
+        if staged == 0:
+            continue
+        name = grids[g].name.split(".")[-1]
+        by_name.setdefault(name, []).append(
+            (staged - run0, chunks_done - staged, chunk_wait, pump, end - chunks_done))
+    print(f"  {'linear':<14}{'n':>6}{'stage':>8}{'chunks':>8}{'c-wait':>8}{'pump':>8}{'tail':>8} us")
+    for name, vals in sorted(by_name.items()):
+        m = [sum(v[i] for v in vals) / len(vals) / 1e3 for i in range(5)]
+        print(f"  {name:<14}{len(vals):>6}" + "".join(f"{x:>8.2f}" for x in m))
 
 
 def main() -> None:
@@ -35,6 +56,7 @@ def main() -> None:
         lin = [r for r in recs if r.task_type == "linear"]
         mean = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
         rows.append((name, t.median_ms, mean))
+        _print_ring_phases(step)
         runner.close()
         torch.cuda.empty_cache()
     print(f"{'variant':<16}{'ms/step':>10}{'linear us':>12}")

@@ -129,7 +129,7 @@ class CudaBackend:
         self.step_state = torch.zeros(2, dtype=torch.int32, device=self.device)
         self.debug_state = torch.zeros(8, dtype=torch.int32, device=self.device)
         max_tasks = sum(len(c) for c in self.compiled.plan.space.coords)
-        self.trace_buffer = torch.zeros(4 * max_tasks if self.trace else 1, dtype=torch.int64,
+        self.trace_buffer = torch.zeros(8 * max_tasks if self.trace else 1, dtype=torch.int64,
                                         device=self.device)
         # StepShape (step.cuh): two ints, then the input pointers.
         self.shape_host = torch.zeros(72, dtype=torch.uint8).pin_memory()
@@ -186,14 +186,14 @@ class CudaBackend:
         from eventkernel.bench.trace import TaskRecord
         if not self.trace:
             raise RuntimeError("this backend was built without trace=True")
-        raw = self.trace_buffer.cpu().view(-1, 4).tolist()
+        raw = self.trace_buffer.cpu().view(-1, 8).tolist()
         grids = self.compiled.program.grids
         coords = self.compiled.plan.space.coords
         records = []
         entries = [(g, t) for q in bucket.schedule.queues for g, t in q]
         origin = min(r[0] for r in raw[:len(entries)])
         for e, (g, t) in enumerate(entries):
-            wait0, run0, end, sm = raw[e]
+            wait0, run0, end, sm = raw[e][:4]
             c = tuple(int(v) for v in coords[g][t])
             cost = grids[g].cost(c, bucket.schedule.bound.binding)
             records.append(TaskRecord(int(sm), grids[g].task_type, c, run0 - origin,

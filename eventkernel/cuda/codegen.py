@@ -276,7 +276,7 @@ __device__ __forceinline__ void notify_entry(int e, const BucketTables& bt, int*
 }
 
 #ifdef EK_TRACE
-#define EK_TRACE_AT(e, i, v) do { if (threadIdx.x == 0) ek_trace[4ull * (e) + (i)] = (v); } while (0)
+#define EK_TRACE_AT(e, i, v) do { if (threadIdx.x == 0) ek_trace[8ull * (e) + (i)] = (v); } while (0)
 #else
 #define EK_TRACE_AT(e, i, v) do { } while (0)
 #endif
@@ -309,6 +309,12 @@ __device__ __forceinline__ bool run_ring_task(const GemvParams& gemv, const Ring
                                            int e, const BucketTables& bt, int* counters,
                                            DebugState* dbg, char* scratch, Ring& ring) {
     EK_TRACE_AT(e, 0, global_ns());
+#ifdef EK_TRACE
+    if (threadIdx.x == 0) {
+        ek_ring_phase = ek_trace + 8ull * e + 4;
+        ek_ring_phase[2] = ek_ring_phase[3] = 0;
+    }
+#endif
     if (!wait_entry(e, bt, counters, dbg, ring)) return false;
     EK_TRACE_AT(e, 1, global_ns());
     if (rows.count > 0) ring_gemv(gemv, tile, rows, n0, scratch, ring);

@@ -97,6 +97,29 @@ _PRESETS: dict[str, dict] = {
         "intermediate_size": 12288,
         "tie_word_embeddings": False,
     },
+    # The built-in default model's architecture (SmolLM2-135M-Instruct): K = 576 and three
+    # query heads per KV head exercise shapes the larger presets do not.
+    "smollm2-135m": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0,
+        "max_position_embeddings": 8192,
+        "vocab_size": 49152,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_size": 576,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "intermediate_size": 1536,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+    },
     # NOTE: tiny presets keep original_max_position_embeddings below max_position_embeddings
     # (transformers rejects the llama3 scaling otherwise) and a head_dim that is not
     # hidden_size / num_attention_heads, so a wrong fallback shows up in tests.

@@ -12,16 +12,19 @@
  * so chunk number q always lands in slot q % kRingStages with mbarrier parity
  * (q / kRingStages) & 1.
  *
- * A linear task's weight tile is rows [n0, n0 + TN) of W[N, K]; chunk j holds columns
- * [j * kc, (j + 1) * kc) of those rows (kc = min(K, 16384 / TN), so a chunk is <= 32 KB),
- * one bulk copy per row, rows kc apart in the slot.
+ * A linear task's weight tile is rows [n0, n0 + TN) of W[N, K], streamed as sub-tiles of
+ * 16 rows (kRingSubRows); chunk j of a sub-tile holds columns [j * kc, (j + 1) * kc) of its
+ * rows (kc = min(K, 1024): at most 32 KB), one bulk copy of 2 KB per row, rows kc apart in
+ * the slot. Wide tiles (the LM head's TN = 256) thus cost 16 copies per chunk, not TN.
  *
  * Math per task (up to kRingMaxRows token rows): the activation rows are staged in shared
  * memory as bf16 (normalised first when an RMSNorm is fused: a = bf16(g * bf16(x * rstd)),
  * as transformers computes it); thread t owns column vector t % V' (V' = kc / 8 rounded up
- * to a power of two) and rows t / V' + (256 / V') * i of every chunk, accumulating fp32
- * dot products per (row, token) across chunks; one reduction at the end of the task. With
- * a residual: out = residual + round(acc) (round to the output type).
+ * to a power of two, 16..128) and rows t / V' + (256 / V') * i of every chunk of a sub-tile,
+ * accumulating fp32 dot products per (row, token) across its chunks; at the end of each
+ * sub-tile every warp writes its partial sums to its own slot, and the output sums the
+ * (at most 4) slots in a fixed order: the result does not depend on timing. With a
+ * residual: out = residual + round(acc) (round to the output type).
  */
 #pragma once
 
@@ -34,6 +37,30 @@
 
 namespace ek {
 
+#ifdef EK_TRACE
+/// Instrumented builds: where the running ring task records its phases (set per task):
+/// [0] staging done, [1] chunks done, [2] ns thread 0 waited for chunks, [3] ns it pumped.
+__device__ unsigned long long* ek_ring_phase;
+__device__ __forceinline__ unsigned long long ring_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
+#define EK_RING_PHASE_SET(i, v) do { if (threadIdx.x == 0) ek_ring_phase[i] = (v); } while (0)
+#define EK_RING_PHASE_ADD(i, v) do { if (threadIdx.x == 0) ek_ring_phase[i] += (v); } while (0)
+#define EK_RING_NOW() ring_now()
+#else
+#define EK_RING_PHASE_SET(i, v) do { } while (0)
+#define EK_RING_PHASE_ADD(i, v) do { } while (0)
+#define EK_RING_NOW() 0ull
+#endif
+
+#ifdef EK_RING_INLINE_PUMP
+#define EK_PUMP_INLINE __forceinline__
+#else
+#define EK_PUMP_INLINE __noinline__
+#endif
+
 constexpr int kRingStages = EK_RING_STAGES;
 constexpr int kRingChunkBytes = 32 * 1024;
 constexpr int kRingChunkElems = kRingChunkBytes / 2;
@@ -42,20 +69,27 @@ constexpr int kRingBytes = kRingStages * kRingChunkBytes;
 constexpr int kRingMaxRows = 8;
 /// Widest linear tile the ring GEMV takes (the reduction buffer is sized for it).
 constexpr int kRingMaxTileN = 256;
+/// Weight rows per ring sub-tile, and columns per chunk at most.
+constexpr int kRingSubRows = 16;
+constexpr int kRingMaxChunkCols = kRingChunkElems / kRingSubRows;
+/// Warps whose partial sums meet in one output (V' / 32 for V' = 128).
+constexpr int kRingRedSlots = 4;
 /// Dynamic shared memory every worker gets: all an H100 CTA may have, less 1 KB of static.
 constexpr int kMaxDynamicSmem = 227 * 1024 - 1024;
 /// Shared memory left to the task that runs while the ring is in use.
 constexpr int kScratchBytes = kMaxDynamicSmem - kRingBytes;
 
-// Scratch layout of the ring GEMV: [reduction: kRingMaxRows x kRingMaxTileN f32][partial sums of
-// squares: kWarps x kRingMaxRows f32][norm weight: K bf16][activations: rows x K bf16].
+// Scratch layout of the ring GEMV: [partial sums: kRingMaxRows x kRingMaxTileN x
+// kRingRedSlots f32][sums of squares: kWarps x kRingMaxRows f32][norm weight: K bf16]
+// [activations: rows x K bf16].
 constexpr int kGemvRedOffset = 0;
-constexpr int kGemvSsOffset = kRingMaxRows * kRingMaxTileN * 4;
+constexpr int kGemvSsOffset = kRingMaxRows * kRingMaxTileN * kRingRedSlots * 4;
 constexpr int kGemvNormOffset = kGemvSsOffset + kWarps * kRingMaxRows * 4;
 
 /// Token rows the ring GEMV can stage for a linear with this K (0 when not even one fits).
 __host__ __device__ constexpr int ring_rows_fit(int k, bool norm) {
-    return cmin(kRingMaxRows, (kScratchBytes - kGemvNormOffset) / (2 * k) - (norm ? 1 : 0));
+    return cmax(0, cmin(kRingMaxRows,
+                        (kScratchBytes - kGemvNormOffset) / (2 * k) - (norm ? 1 : 0)));
 }
 
 /// The weight tile of one linear task, as the ring streams it.
@@ -65,7 +99,8 @@ struct RingTile {
     int tn;              ///< TN (power of two, 16..kRingMaxTileN)
     int valid_n;         ///< rows of the tile that exist (N - n0, at most TN)
     int kc;              ///< columns per chunk
-    int chunks;          ///< ceil(K / kc); 0 when the tile is empty
+    int sub_chunks;      ///< chunks per sub-tile: ceil(K / kc)
+    int chunks;          ///< sub-tiles x sub_chunks; 0 when the tile is empty
 };
 
 __device__ __forceinline__ RingTile ring_tile(const bf16* weight, int k, int tn, int n, int c1) {
@@ -75,8 +110,9 @@ __device__ __forceinline__ RingTile ring_tile(const bf16* weight, int k, int tn,
     t.k = k;
     t.tn = tn;
     t.valid_n = cmax(0, cmin(tn, n - n0));
-    t.kc = cmin(k, kRingChunkElems / tn);
-    t.chunks = t.valid_n > 0 ? ceil_div(k, t.kc) : 0;
+    t.kc = cmin(k, kRingMaxChunkCols);
+    t.sub_chunks = ceil_div(k, t.kc);
+    t.chunks = ceil_div(t.valid_n, kRingSubRows) * t.sub_chunks;
     return t;
 }
 
@@ -120,8 +156,9 @@ struct WeightRing {
         policy = l2_evict_first_policy();
     }
 
-    /// Thread 0: issue chunks into every free slot.
-    __device__ __forceinline__ void pump() {
+    /// Thread 0: issue chunks into every free slot. Not inlined: it is called from every
+    /// wait and every chunk, and one copy keeps the hot code small.
+    __device__ EK_PUMP_INLINE void pump() {
         while (issued - consumed < kRingStages) {
             if (!have_cur) {
                 if (!source.next(cur)) return;
@@ -137,7 +174,9 @@ struct WeightRing {
     /// All threads: wait for the next chunk; returns its slot.
     __device__ __forceinline__ const bf16* wait_chunk() const {
         const int s = consumed % kRingStages;
+        const unsigned long long t0 = EK_RING_NOW();
         mbar_wait(bars + s, (consumed / kRingStages) & 1);
+        EK_RING_PHASE_ADD(2, EK_RING_NOW() - t0);
         return reinterpret_cast<const bf16*>(base + s * kRingChunkBytes);
     }
 
@@ -145,7 +184,11 @@ struct WeightRing {
     __device__ __forceinline__ void release_chunk() {
         release_smem();
         ++consumed;
-        if (threadIdx.x == 0) pump();
+        if (threadIdx.x == 0) {
+            const unsigned long long t0 = EK_RING_NOW();
+            pump();
+            EK_RING_PHASE_ADD(3, EK_RING_NOW() - t0);
+        }
     }
 
     /// Thread 0, before leaving the kernel: wait for chunks issued but never consumed
@@ -158,25 +201,22 @@ struct WeightRing {
   private:
     __device__ __forceinline__ void issue(const RingTile& t, int chunk, int q) {
         const int s = q % kRingStages;
-        const int k0 = chunk * t.kc;
+        const int sub = chunk / t.sub_chunks;
+        const int k0 = (chunk - sub * t.sub_chunks) * t.kc;
         const int width = cmin(t.kc, t.k - k0);
+        const int rows = cmin(kRingSubRows, t.valid_n - sub * kRingSubRows);
         const unsigned bytes = static_cast<unsigned>(width) * 2u;
         unsigned long long* bar = bars + s;
         char* slot = base + s * kRingChunkBytes;
-        mbar_arrive_expect_tx(bar, bytes * t.valid_n);
+        const bf16* src = t.weight + static_cast<long long>(sub * kRingSubRows) * t.k + k0;
+        mbar_arrive_expect_tx(bar, bytes * rows);
         if (t.kc == t.k) {  // the chunk's rows are contiguous in W: one copy
-            bulk_copy_g2s(slot, t.weight, bytes * t.valid_n, bar, policy);
+            bulk_copy_g2s(slot, src, bytes * rows, bar, policy);
             return;
         }
-        for (int r = 0; r < t.valid_n; ++r) {
-#ifdef EK_RING_NO_HINT
-            bulk_copy_g2s(slot + r * t.kc * 2, t.weight + static_cast<long long>(r) * t.k + k0,
-                          bytes, bar);
-#else
-            bulk_copy_g2s(slot + r * t.kc * 2, t.weight + static_cast<long long>(r) * t.k + k0,
-                          bytes, bar, policy);
-#endif
-        }
+        for (int r = 0; r < rows; ++r)
+            bulk_copy_g2s(slot + r * t.kc * 2, src + static_cast<long long>(r) * t.k, bytes, bar,
+                          policy);
     }
 };
 
@@ -282,53 +322,60 @@ __device__ __forceinline__ void stage_rows(const GemvParams& p, int k, RowTile r
     __syncthreads();
 }
 
-/// The chunk loop for up to R token rows, then the partial sums into `red` [R][TN].
+/// The chunk loop for up to R token rows: per sub-tile, accumulate across its chunks,
+/// then every warp's partial sums go to its own slot of `red` [R][TN][kRingRedSlots].
 template <int R, class Ring>
 __device__ __forceinline__ void dot_chunks(const RingTile& t, int count, const bf16* xs,
                                            float* red, Ring& ring) {
-    const int vp = pow2_at_least(t.kc / 8);  // threads per row (column vectors, padded)
+    const int vp = cmax(16, cmin(128, pow2_at_least(t.kc / 8)));  // threads per row
     const int groups = kThreads / vp;
-    const int rows_per_thread = t.tn / groups;  // <= 8
+    const int rows_per_thread = kRingSubRows / groups;  // 1..8
+    const int width = cmin(vp, 32);                     // lanes that reduce together
     const int c = threadIdx.x & (vp - 1);
     const int g = threadIdx.x / vp;
-    float acc[8][R];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[i][r] = 0.f;
+    const int red_slot = vp > 32 ? c / 32 : 0;
 #pragma unroll 1
-    for (int j = 0; j < t.chunks; ++j) {
-        const bf16* w = ring.wait_chunk();
-        const int k = j * t.kc + c * 8;
-        if (c * 8 < t.kc && k < t.k) {
-            uint4 xv[R];
+    for (int sub = 0; sub * t.sub_chunks < t.chunks; ++sub) {
+        float acc[8][R];
 #pragma unroll
-            for (int r = 0; r < R; ++r)
-                xv[r] = r < count ? *reinterpret_cast<const uint4*>(xs + r * t.k + k)
-                                  : make_uint4(0u, 0u, 0u, 0u);
+        for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const int row = g + groups * i;
-                if (i < rows_per_thread && row < t.valid_n) {
-                    const uint4 wv = *reinterpret_cast<const uint4*>(w + row * t.kc + c * 8);
+            for (int r = 0; r < R; ++r) acc[i][r] = 0.f;
+        const int sub_rows = cmin(kRingSubRows, t.valid_n - sub * kRingSubRows);
+#pragma unroll 1
+        for (int j = 0; j < t.sub_chunks; ++j) {
+            const bf16* w = ring.wait_chunk();
+            const int k = j * t.kc + c * 8;
+            if (c * 8 < t.kc && k < t.k) {
+                uint4 xv[R];
 #pragma unroll
-                    for (int r = 0; r < R; ++r) acc[i][r] += dot8(wv, xv[r]);
+                for (int r = 0; r < R; ++r)
+                    xv[r] = r < count ? *reinterpret_cast<const uint4*>(xs + r * t.k + k)
+                                      : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    const int row = g + groups * i;
+                    if (i < rows_per_thread && row < sub_rows) {
+                        const uint4 wv =
+                            *reinterpret_cast<const uint4*>(w + row * t.kc + c * 8);
+#pragma unroll
+                        for (int r = 0; r < R; ++r) acc[i][r] += dot8(wv, xv[r]);
+                    }
                 }
             }
+            ring.release_chunk();
         }
-        ring.release_chunk();
-    }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        if (i >= rows_per_thread) break;  // uniform
-        const int row = g + groups * i;
+        for (int i = 0; i < 8; ++i) {
+            if (i >= rows_per_thread) break;  // uniform
+            const int row = g + groups * i;
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            float v = acc[i][r];
-            for (int o = (vp < 32 ? vp : 32) / 2; o > 0; o >>= 1)
-                v += __shfl_xor_sync(0xffffffffu, v, o);
-            if ((vp < 32 ? c == 0 : lane_id() == 0) && r < count && row < t.valid_n)
-                atomicAdd(red + r * t.tn + row, v);
+            for (int r = 0; r < R; ++r) {
+                float v = acc[i][r];
+                for (int o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                if ((c & (width - 1)) == 0 && r < count && row < sub_rows)
+                    red[(r * t.tn + sub * kRingSubRows + row) * kRingRedSlots + red_slot] = v;
+            }
         }
     }
 }
@@ -342,8 +389,9 @@ __device__ __forceinline__ void ring_gemv(const GemvParams& p, const RingTile& t
     using namespace ring_detail;
     if (t.chunks == 0) return;
     float* red = reinterpret_cast<float*>(scratch + kGemvRedOffset);
-    for (int i = threadIdx.x; i < rows.count * t.tn; i += kThreads) red[i] = 0.f;
+    const int slots = cmax(1, cmin(128, pow2_at_least(t.kc / 8)) / 32);  // slots written
     stage_rows(p, t.k, rows, scratch);  // ends with a CTA barrier
+    EK_RING_PHASE_SET(0, EK_RING_NOW());
     const bf16* xs = reinterpret_cast<const bf16*>(scratch + kGemvNormOffset +
                                                    (p.norm ? 2 * t.k : 0));
     // NOTE: one body per row-count class, shared by every linear kind (instruction cache).
@@ -357,11 +405,14 @@ __device__ __forceinline__ void ring_gemv(const GemvParams& p, const RingTile& t
         dot_chunks<8>(t, rows.count, xs, red, ring);
     }
     __syncthreads();
+    EK_RING_PHASE_SET(1, EK_RING_NOW());
     for (int i = threadIdx.x; i < rows.count * t.valid_n; i += kThreads) {
         const int r = i / t.valid_n;
         const int col = i - r * t.valid_n;
         const long long o = static_cast<long long>(rows.begin + r) * p.n + n0 + col;
-        float v = red[r * t.tn + col];
+        const float* part = red + (r * t.tn + col) * kRingRedSlots;
+        float v = part[0];
+        for (int s = 1; s < slots; ++s) v += part[s];
         if (p.out_f32) {
             if (p.residual_add) v += static_cast<const float*>(p.residual)[o];
             static_cast<float*>(p.out)[o] = v;
