@@ -17,6 +17,7 @@ VARIANTS = {
     "ring-2": ("-DEK_RING_STAGES=2",),        # 64 KB of weights in flight instead of 96 KB
     "notify-t32": ("-DEK_NOTIFY_THREAD=32",),  # the fence is not on the ring's producer
     "inline-pump": ("-DEK_RING_INLINE_PUMP",),
+    "no-l2-prefetch": ("-DEK_RING_NO_L2_PREFETCH",),
     "sleep-64": ("-DEK_WAIT_MAX_SLEEP_NS=64",),
     "sleep-1024": ("-DEK_WAIT_MAX_SLEEP_NS=1024",),
 }
@@ -38,7 +39,10 @@ def _print_ring_phases(step) -> None:
         by_name.setdefault(name, []).append(
             (staged - run0, chunks_done - staged, chunk_wait, pump, end - chunks_done))
     print(f"  {'linear':<14}{'n':>6}{'stage':>8}{'chunks':>8}{'c-wait':>8}{'pump':>8}{'tail':>8} us")
-    for name, vals in sorted(by_name.items()):
+    agg: dict[str, list] = {}
+    for name, vals in by_name.items():
+        agg.setdefault(name.split(":")[-1], []).extend(vals)
+    for name, vals in sorted(agg.items()):
         m = [sum(v[i] for v in vals) / len(vals) / 1e3 for i in range(5)]
         print(f"  {name:<14}{len(vals):>6}" + "".join(f"{x:>8.2f}" for x in m))
 

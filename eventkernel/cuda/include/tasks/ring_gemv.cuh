@@ -38,9 +38,10 @@
 namespace ek {
 
 #ifdef EK_TRACE
-/// Instrumented builds: where the running ring task records its phases (set per task):
-/// [0] staging done, [1] chunks done, [2] ns thread 0 waited for chunks, [3] ns it pumped.
-__device__ unsigned long long* ek_ring_phase;
+/// Instrumented builds: where the running ring task records its phases (set per task, per
+/// CTA): [0] staging done, [1] chunks done, [2] ns thread 0 waited for chunks, [3] ns it
+/// pumped.
+__shared__ unsigned long long* ek_ring_phase;
 __device__ __forceinline__ unsigned long long ring_now() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -90,6 +91,11 @@ constexpr int kGemvNormOffset = kGemvSsOffset + kWarps * kRingMaxRows * 4;
 __host__ __device__ constexpr int ring_rows_fit(int k, bool norm) {
     return cmax(0, cmin(kRingMaxRows,
                         (kScratchBytes - kGemvNormOffset) / (2 * k) - (norm ? 1 : 0)));
+}
+
+__device__ __forceinline__ void prefetch_l2_bulk(const void* ptr, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(ptr), "r"(bytes)
+                 : "memory");
 }
 
 /// The weight tile of one linear task, as the ring streams it.
@@ -164,6 +170,11 @@ struct WeightRing {
                 if (!source.next(cur)) return;
                 cur_chunk = 0;
                 have_cur = true;
+#ifndef EK_RING_NO_L2_PREFETCH
+                // The whole tile heads for L2 now: its later chunks then wait for L2, not
+                // HBM, and far more bytes are in flight than the ring holds.
+                prefetch_l2_bulk(cur.weight, static_cast<unsigned>(cur.valid_n) * cur.k * 2u);
+#endif
             }
             issue(cur, cur_chunk, issued);
             ++issued;
