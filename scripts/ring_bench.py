@@ -26,14 +26,14 @@ stream(const bf16* w, const bf16* x, bf16* out, int n, int tiles_per_cta, int fe
     const int first = blockIdx.x * tiles_per_cta;
     WeightRing<ColumnTiles> ring{bars, smem, ColumnTiles{w, KDIM, 16, n, first,
                                                          first + tiles_per_cta}};
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {
         ring.init();
         ring.pump();
     }
     __syncthreads();
     const GemvParams p = gemv_params<Task>(Task::Args{w, x, nullptr, nullptr, out, n, 0.f});
     for (int c1 = first; c1 < first + tiles_per_cta; ++c1) {
-        if (threadIdx.x == 0) ring.pump();
+        if (threadIdx.x < 32) ring.pump();
         ring_gemv(p, ring_tile(w, KDIM, 16, n, c1), RowTile{0, 1}, c1 * 16,
                   smem + kRingBytes, ring);
         __syncthreads();

@@ -249,13 +249,13 @@ struct QueueSource {
 
 using Ring = WeightRing<QueueSource>;
 
-/// The waits of queue entry ``e`` (all threads); thread 0 refills the ring while it spins.
+/// The waits of queue entry ``e`` (all threads); warp 0 refills the ring while it spins.
 __device__ __forceinline__ bool wait_entry(int e, const BucketTables& bt, int* counters,
                                            DebugState* dbg, Ring& ring) {
     const int* wait_begin = reinterpret_cast<const int*>(bt.wait_begin);
     const int* wait_counter = reinterpret_cast<const int*>(bt.wait_counter);
     const int* wait_target = reinterpret_cast<const int*>(bt.wait_target);
-    if (threadIdx.x == 0) ring.pump();
+    if (threadIdx.x < 32) ring.pump();
     for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j)
         if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j],
                      [&ring] { ring.pump(); }))
@@ -356,7 +356,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
     const int end = has_queue ? queue_begin[w + 1] : 0;
     const bool ring_mode = cmax(shape.num_tokens, shape.num_seqs) <= kRingRows;
     Ring ring{s_ring_bars, smem, QueueSource{queue, begin, ring_mode ? end : begin, B, &shape}};
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {
         ring.init();
         ring.pump();  // the first weights are on their way before anything else happens
     }

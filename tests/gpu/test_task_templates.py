@@ -85,7 +85,7 @@ KERNEL ring_{name}(const bf16* w, const bf16* x, const bf16* g, const void* res,
     const int tiles = ceil_div(n, Task::kTileN);
     WeightRing<ColumnTiles> ring{{bars, smem, ColumnTiles{{w, Task::kK, Task::kTileN, n, 0,
                                                           rows.count > 0 ? tiles : 0}}}};
-    if (threadIdx.x == 0) {{
+    if (threadIdx.x < 32) {{
         ring.init();
         ring.pump();
     }}

@@ -50,9 +50,9 @@ struct NoIdleWork {
     __device__ void operator()() const {}
 };
 
-/// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
-/// __nanosleep backoff), calling `idle()` between polls (the worker's weight ring refills
-/// there); the result is broadcast with a CTA barrier, after which every thread may read
+/// Called by all threads of the CTA. Warp 0 spins until *counter >= target (lane 0's
+/// acquire load, __nanosleep backoff), the whole warp calling `idle()` between polls (the
+/// worker's weight ring refills there); the result is broadcast with a CTA barrier, after which every thread may read
 /// what the notifiers wrote. Returns false only in debug builds, when this wait timed out
 /// or another worker aborted: the caller must then leave the kernel.
 template <class Idle = NoIdleWork>
@@ -60,28 +60,33 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
                                         int task_index = -1, int event_index = -1,
                                         Idle&& idle = Idle()) {
     int ok = 1;
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {  // warp 0: lane 0 polls, the whole warp runs idle()
+        const bool leader = threadIdx.x == 0;
         unsigned sleep_ns = 32;
-        int observed = ld_acquire_gpu(counter);
+        int observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
 #ifdef EK_DEBUG
         long long spins = 0;
 #endif
         while (observed < target) {
 #ifdef EK_DEBUG
             if (dbg != nullptr) {
-                if ((spins & 31) == 0 && ek_aborted(dbg)) {
-                    ok = 0;
-                    break;
-                }
-                if (++spins > EK_WAIT_MAX_SPINS) {
-                    if (atomicCAS(&dbg->abort, 0, 1) == 0) {
-                        dbg->worker = blockIdx.x;
-                        dbg->task = task_index;
-                        dbg->event = event_index;
-                        dbg->observed = observed;
-                        dbg->target = target;
-                        __threadfence();
+                int stop = 0;
+                if (leader) {
+                    if ((spins & 31) == 0 && ek_aborted(dbg)) {
+                        stop = 1;
+                    } else if (++spins > EK_WAIT_MAX_SPINS) {
+                        if (atomicCAS(&dbg->abort, 0, 1) == 0) {
+                            dbg->worker = blockIdx.x;
+                            dbg->task = task_index;
+                            dbg->event = event_index;
+                            dbg->observed = observed;
+                            dbg->target = target;
+                            __threadfence();
+                        }
+                        stop = 1;
                     }
+                }
+                if (__shfl_sync(0xffffffffu, stop, 0)) {
                     ok = 0;
                     break;
                 }
@@ -94,7 +99,7 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
             idle();
             __nanosleep(sleep_ns);
             sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
-            observed = ld_acquire_gpu(counter);
+            observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
         }
     }
     return __syncthreads_and(ok) != 0;
