@@ -13,18 +13,19 @@ from eventkernel.bench.timing import time_fn
 from eventkernel.models.presets import preset_config
 
 VARIANTS = {
-    "baseline": (),
-    "ring-2": ("-DEK_RING_STAGES=2",),        # 64 KB of weights in flight instead of 96 KB
-    "notify-t32": ("-DEK_NOTIFY_THREAD=32",),  # the fence is not on the ring's producer
-    "inline-pump": ("-DEK_RING_INLINE_PUMP",),
-    "no-l2-prefetch": ("-DEK_RING_NO_L2_PREFETCH",),
-    "sleep-64": ("-DEK_WAIT_MAX_SLEEP_NS=64",),
-    "sleep-1024": ("-DEK_WAIT_MAX_SLEEP_NS=1024",),
+    "baseline": (),                                   # GEMV tasks, L2 prefetch 2 tasks ahead
+    "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
+    "lookahead-4": ("-DEK_LOOKAHEAD=4",),
+    "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
+    "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
+    "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
+    "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),
+    "ring-inline-pump": ("-DEK_WEIGHT_RING", "-DEK_RING_INLINE_PUMP"),
 }
 
 
 def _print_ring_phases(step) -> None:
-    """Mean phases of the ring linear tasks per grid name (instrumented build)."""
+    """Mean phases of the ring linear tasks per linear name (weight-ring trace builds)."""
     raw = step.backend.trace_buffer.cpu().view(-1, 8).tolist()
     grids = step.backend.compiled.program.grids
     entries = [g for q in step.bucket.schedule.queues for g, _ in q]
@@ -60,7 +61,8 @@ def main() -> None:
         lin = [r for r in recs if r.task_type == "linear"]
         mean = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
         rows.append((name, t.median_ms, mean))
-        _print_ring_phases(step)
+        if "-DEK_WEIGHT_RING" in VARIANTS[name]:
+            _print_ring_phases(step)
         runner.close()
         torch.cuda.empty_cache()
     print(f"{'variant':<16}{'ms/step':>10}{'linear us':>12}")

@@ -5,6 +5,11 @@ The source is the dispatch loop plus one instantiation per distinct task templat
 table indexed by the task descriptor's ``slot``, so the generated code does not grow with
 the number of layers. Task descriptors, bucket tables and the runtime state are declared
 once in :mod:`eventkernel.cuda.wire`.
+
+Two runtimes are generated into one source: the default (linear tasks of decode-sized
+steps take ``GemvTask``, their weights prefetched to L2 a few tasks ahead) and, under the
+build option ``-DEK_WEIGHT_RING``, the weight ring of ``ring_gemv.cuh`` (each worker streams
+the weights of its next linear tasks into shared memory while it waits on events).
 """
 from __future__ import annotations
 
@@ -140,7 +145,8 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
              "#define EK_TRACE" if trace else "",
              '#include "eventkernel.cuh"', "", "namespace ek {", c_declarations(), "}  // namespace ek",
              "using namespace ek;", ""]
-    dispatch, ring_tiles, ring_fits, smem_asserts = [], [], [], []
+    dispatch, prefetch, smem_kinds = [], [], []
+    ring_dispatch, ring_tiles, ring_fits, ring_asserts = [], [], [], []
     for k, (template, slots) in enumerate(zip(templates, kinds.values())):
         ptr_cols = [i for i, f in enumerate(slots[0]) if f.tensor is not None]
         rows = ", ".join("{" + ", ".join(str(index[s[i].tensor]) for i in ptr_cols) + "}"
@@ -160,11 +166,22 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
                 members.append(f"static_cast<{f.c_type}>({f.value})")
         parts.append(f"__device__ __forceinline__ Kind{k}::Args kind{k}_args(void* const* B, "
                      f"int slot) {{\n    return Kind{k}::Args{{{', '.join(members)}}};\n}}\n")
-        run = (f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);")
+        ring_run = f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);"
         if template.startswith("LinearTask<"):
-            # NOTE: decode-sized steps run every linear through the worker's weight ring
-            # (one GEMV body for all linear kinds); larger steps take the mma template,
-            # which may then use the ring's shared memory too.
+            # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
+            parts.append(f"using Gemv{k} = Gemv{template[len('Linear'):]};")
+            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape)) Gemv{k}::l2_prefetch("
+                            f"kind{k}_args(B, d.slot), d.c0, d.c1, d.c2); break;")
+            smem_kinds.append(f"Gemv{k}")
+            dispatch.append(
+                f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
+                f"                ok = Gemv{k}::handles(shape)\n"
+                f"                    ? run_task<Gemv{k}>(a, shape, d, e, bt, counters, dbg, smem)\n"
+                f"                    : run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem);"
+                f" }} break;")
+            # EK_WEIGHT_RING: every linear of a decode-sized step runs through the worker's
+            # weight ring (one GEMV body for all linear kinds); larger steps take the mma
+            # template, which may then use the ring's shared memory too.
             ring_tiles.append(
                 f"        case {k}: {{\n"
                 f"            if (!Kind{k}::active(shape, d.c0, d.c1, d.c2)) return false;\n"
@@ -172,11 +189,11 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
                 f"            t = ring_tile(a.weight, Kind{k}::kK, Kind{k}::kTileN, a.n, d.c1);\n"
                 f"            return t.chunks > 0;\n        }}")
             ring_fits.append(f"ring_rows_fit(Kind{k}::kK, Kind{k}::kFuseNormInput)")
-            smem_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kMaxDynamicSmem, "
+            ring_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kMaxDynamicSmem, "
                                 f"\"kind {k} needs more shared memory than a CTA has\");")
-            smem_asserts.append(f"static_assert(Kind{k}::kTileN <= kRingMaxTileN, "
+            ring_asserts.append(f"static_assert(Kind{k}::kTileN <= kRingMaxTileN, "
                                 f"\"kind {k}: linear tiles wider than the ring GEMV takes\");")
-            dispatch.append(
+            ring_dispatch.append(
                 f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
                 f"                if (ring_mode) {{\n"
                 f"                    gemv = gemv_params<Kind{k}>(a);\n"
@@ -185,30 +202,39 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
                 f"                    rows = row_tile(shape, Kind{k}::kRowSet, d.c0);\n"
                 f"                    n0 = d.c1 * Kind{k}::kTileN;\n"
                 f"                    through_ring = true;\n"
-                f"                }} else {{\n                    {run.format('')}\n"
+                f"                }} else {{\n                    {ring_run.format('')}\n"
                 f"                }} }} break;")
         else:
-            smem_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kScratchBytes, "
+            dispatch.append(f"            case {k}: ok = run_task<Kind{k}>(kind{k}_args(B, d.slot), "
+                            f"shape, d, e, bt, counters, dbg, smem); break;")
+            ring_asserts.append(f"static_assert(Kind{k}::kSmemBytes <= kScratchBytes, "
                                 f"\"kind {k} needs more shared memory than the ring leaves\");")
-            dispatch.append(f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
-                            f"                {run.format(' + kRingBytes')} }} break;")
+            ring_dispatch.append(f"            case {k}: {{ const auto a = kind{k}_args(B, d.slot);\n"
+                                 f"                {ring_run.format(' + kRingBytes')} }} break;")
+        smem_kinds.append(f"Kind{k}")
+    smem_lines = "\n".join(f"    out[{i}] = {name}::kSmemBytes;"
+                           for i, name in enumerate(smem_kinds))
     fits = "kRingMaxRows"
     for fit in ring_fits:
         fits = f"cmin({fit}, {fits})"
-    parts.extend(smem_asserts)
+    parts.append(_COMMON)
+    parts.append("#ifdef EK_WEIGHT_RING")
+    parts.extend(ring_asserts)
     parts.append(f"/// Token rows up to which every linear of this model runs through the ring.\n"
                  f"constexpr int kRingRows = {fits};\n")
-    parts.append(_RUNTIME.replace("{DISPATCH}", "\n".join(dispatch))
+    parts.append(_RING_RUNTIME.replace("{DISPATCH}", "\n".join(ring_dispatch))
                  .replace("{RING_TILES}", "\n".join(ring_tiles)))
-    return KernelSource("\n".join(parts), buffers, tuple(templates), tuple(grid_kind), 1)
+    parts.append("#else  // the default: GEMV tasks, weights prefetched to L2 ahead of them")
+    parts.append(_GEMV_RUNTIME.replace("{DISPATCH}", "\n".join(dispatch))
+                 .replace("{PREFETCH}", "\n".join(prefetch)).replace("{SMEM}", smem_lines))
+    parts.append("#endif  // EK_WEIGHT_RING")
+    return KernelSource("\n".join(parts), buffers, tuple(templates), tuple(grid_kind),
+                        len(smem_kinds))
 
 
-_RUNTIME = r"""
+_COMMON = r"""
 #ifdef EK_TRACE
 __device__ unsigned long long* ek_trace;
-#endif
-#ifndef EK_NOTIFY_THREAD
-#define EK_NOTIFY_THREAD 0
 #endif
 
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -222,6 +248,10 @@ __device__ __forceinline__ unsigned sm_id() {
     asm volatile("mov.u32 %0, %smid;" : "=r"(id));
     return id;
 }
+"""
+
+_RING_RUNTIME = r"""
+
 
 /// The weight tile queue entry ``d`` streams through the ring; false when it streams none.
 __device__ bool ring_tile_of(const TaskDesc& d, void* const* B, const StepShape& shape,
@@ -257,8 +287,8 @@ __device__ __forceinline__ bool wait_entry(int e, const BucketTables& bt, int* c
     const int* wait_target = reinterpret_cast<const int*>(bt.wait_target);
     if (threadIdx.x < 32) ring.pump();
     for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j)
-        if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j],
-                     [&ring] { ring.pump(); }))
+        if (!ek_wait_warp(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j],
+                          [&ring] { ring.pump(); }))
             return false;
     return true;
 }
@@ -268,7 +298,7 @@ __device__ __forceinline__ void notify_entry(int e, const BucketTables& bt, int*
     const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
     const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
     __syncthreads();
-    if (threadIdx.x == EK_NOTIFY_THREAD) {
+    if (threadIdx.x == 0) {
         __threadfence();
         for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
             red_release_gpu_add(counters + notify_counter[j], 1);
@@ -325,7 +355,7 @@ __device__ __forceinline__ bool run_ring_task(const GemvParams& gemv, const Ring
 }
 
 extern "C" __global__ void ek_smem_sizes(int* out) {
-    out[0] = kMaxDynamicSmem;
+    out[0] = kMaxDynamicSmem;  // the ring and the largest task's scratch: all a CTA may have
 }
 
 /// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
@@ -384,6 +414,130 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
         if (!ok) break;
     }
     if (threadIdx.x == 0) ring.drain();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const int done = atomicAdd(step_state + 1, 1);
+        if (done == gridDim.x - 1) {
+            step_state[1] = 0;
+            __threadfence();
+            atomicAdd(step_state, 1);
+        }
+    }
+}
+"""
+
+
+_GEMV_RUNTIME = r"""
+#ifndef EK_LOOKAHEAD
+#define EK_LOOKAHEAD 2
+#endif
+
+/// One task: weights first (they never wait), then the events, then the task itself;
+/// notify after its writes. Out-of-shape tasks skip the work but still wait and notify:
+/// the events' transitive reduction relies on every task's waits.
+
+template <class Task>
+__device__ __forceinline__ bool run_task(const typename Task::Args& args, const StepShape& shape,
+                                         const TaskDesc& d, int e, const BucketTables& bt,
+                                         int* counters, DebugState* dbg, char* smem) {
+#ifdef EK_TRACE
+    // Instrumented build: {wait start, run start, end, SM} per queue entry (globaltimer ns;
+    // 8 slots per entry, the last 4 used by the weight-ring build).
+    unsigned long long* trace = ek_trace + 8ull * e;
+    if (threadIdx.x == 0) trace[0] = global_ns();
+#endif
+    const bool active = Task::active(shape, d.c0, d.c1, d.c2);
+    if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
+    const int* wait_begin = reinterpret_cast<const int*>(bt.wait_begin);
+    const int* wait_counter = reinterpret_cast<const int*>(bt.wait_counter);
+    const int* wait_target = reinterpret_cast<const int*>(bt.wait_target);
+    for (int j = wait_begin[e]; j < wait_begin[e + 1]; ++j) {
+        if (!ek_wait(counters + wait_counter[j], wait_target[j], dbg, e, wait_counter[j])) {
+            if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
+            return false;
+        }
+    }
+#ifdef EK_TRACE
+    if (threadIdx.x == 0) trace[1] = global_ns();
+#endif
+    if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+    const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
+    const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+#ifndef EK_NOTIFY_NO_FENCE
+        __threadfence();
+#endif
+        for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
+            red_release_gpu_add(counters + notify_counter[j], 1);
+    }
+#ifdef EK_TRACE
+    if (threadIdx.x == 0) {
+        trace[2] = global_ns();
+        trace[3] = sm_id();
+    }
+#endif
+    return true;
+}
+
+/// Ask L2 for the weights of queue entry ``e`` (one thread; weights never wait on events).
+__device__ __forceinline__ void prefetch_entry_l2(const TaskDesc& d, void* const* B,
+                                                  const StepShape& shape) {
+    switch (d.kind) {
+{PREFETCH}
+        default: break;
+    }
+}
+
+extern "C" __global__ void ek_smem_sizes(int* out) {
+{SMEM}
+}
+
+/// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
+/// Counters of two parities alternate between steps; each step zeroes the parity the next
+/// step will use, so the host never resets anything.
+extern "C" __global__ void __launch_bounds__(256, 1)
+ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ btp) {
+    extern __shared__ __align__(128) char smem[];
+    __shared__ int s_parity;
+    const RuntimeState rt = *rtp;
+    const BucketTables bt = *btp;
+#ifdef EK_TRACE
+    if (threadIdx.x == 0) ek_trace = reinterpret_cast<unsigned long long*>(rt.trace);
+#endif
+    int* step_state = reinterpret_cast<int*>(rt.step);
+    if (threadIdx.x == 0) s_parity = ld_acquire_gpu(step_state) & 1;
+    __syncthreads();
+    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
+    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
+         i += gridDim.x * blockDim.x)
+        next[i] = 0;
+    const StepShape& shape = *reinterpret_cast<const StepShape*>(rt.shape);
+    DebugState* dbg = reinterpret_cast<DebugState*>(rt.debug);
+    void* const* B = reinterpret_cast<void* const*>(rt.buffers);
+    const TaskDesc* queue = reinterpret_cast<const TaskDesc*>(bt.queue);
+    const int* queue_begin = reinterpret_cast<const int*>(bt.queue_begin);
+    const int w = blockIdx.x;
+    constexpr int kLookahead = EK_LOOKAHEAD;   // tasks whose weights are on their way to L2
+    if (w < bt.num_workers) {
+        const int end = queue_begin[w + 1];
+        if (threadIdx.x == 0)
+            for (int e = queue_begin[w]; e < cmin(end, queue_begin[w] + kLookahead); ++e)
+                prefetch_entry_l2(queue[e], B, shape);
+        for (int e = queue_begin[w]; e < end; ++e) {
+            const TaskDesc d = queue[e];
+            if (threadIdx.x == 0 && e + kLookahead < end)
+                prefetch_entry_l2(queue[e + kLookahead], B, shape);
+            bool ok = true;
+            switch (d.kind) {
+{DISPATCH}
+            default: ok = false;
+            }
+            if (!ok) break;
+        }
+    }
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();

@@ -32,15 +32,23 @@ def _hf_model(config: ModelConfig, checkpoint):
     return transformers_model(config, checkpoint, torch.bfloat16, "cuda")
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3"])
+# (family, build options): the default GEMV build and the weight-ring build.
+BUILDS = [("llama", ()), ("qwen3", ()), ("llama", ("-DEK_WEIGHT_RING",)),
+          ("qwen3", ("-DEK_WEIGHT_RING",))]
+
+
+@pytest.fixture(scope="module", params=BUILDS,
+                ids=["llama", "qwen3", "llama-ring", "qwen3-ring"])
 def tiny_pair(request):
     from eventkernel.cuda.backend import CudaBackend
-    config = ModelConfig.from_hf(tiny_config(request.param))
+    family, options = request.param
+    config = ModelConfig.from_hf(tiny_config(family))
     limits = Limits(max_tokens=64, max_seqs=8, max_context=256, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
     checkpoint = random_checkpoint(config, seed=1)
     weights = graph_weights(compiled.graph, checkpoint)
-    return compiled, CudaBackend(compiled, weights, debug=True), CpuBackend(compiled, weights)
+    return (compiled, CudaBackend(compiled, weights, debug=True, options=options),
+            CpuBackend(compiled, weights))
 
 
 def test_tiny_mixed_step_matches_cpu_twin(tiny_pair):

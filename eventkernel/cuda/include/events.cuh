@@ -11,10 +11,10 @@
 #pragma once
 
 #ifndef EK_WAIT_MAX_SPINS
-#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: about a second
+#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: several seconds
 #endif
 #ifndef EK_WAIT_MAX_SLEEP_NS
-#define EK_WAIT_MAX_SLEEP_NS 256
+#define EK_WAIT_MAX_SLEEP_NS 1024
 #endif
 
 namespace ek {
@@ -45,22 +45,65 @@ __device__ __forceinline__ bool ek_aborted(const DebugState* dbg) {
     return dbg != nullptr && *reinterpret_cast<const volatile int*>(&dbg->abort) != 0;
 }
 
-/// Does nothing while a wait spins.
-struct NoIdleWork {
-    __device__ void operator()() const {}
-};
+/// Debug builds, one thread of a spinning wait: true once this wait must stop (another
+/// worker aborted, or it spun too long: then it records itself and aborts every worker).
+__device__ __forceinline__ bool ek_wait_should_stop(DebugState* dbg, long long& spins,
+                                                    int task_index, int event_index,
+                                                    int observed, int target) {
+    if ((spins & 31) == 0 && ek_aborted(dbg)) return true;
+    if (++spins <= EK_WAIT_MAX_SPINS) return false;
+    if (atomicCAS(&dbg->abort, 0, 1) == 0) {
+        dbg->worker = blockIdx.x;
+        dbg->task = task_index;
+        dbg->event = event_index;
+        dbg->observed = observed;
+        dbg->target = target;
+        __threadfence();
+    }
+    return true;
+}
 
-/// Called by all threads of the CTA. Warp 0 spins until *counter >= target (lane 0's
-/// acquire load, __nanosleep backoff), the whole warp calling `idle()` between polls (the
-/// worker's weight ring refills there); the result is broadcast with a CTA barrier, after which every thread may read
-/// what the notifiers wrote. Returns false only in debug builds, when this wait timed out
-/// or another worker aborted: the caller must then leave the kernel.
-template <class Idle = NoIdleWork>
+/// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
+/// __nanosleep backoff); the result is broadcast with a CTA barrier, after which every
+/// thread may read what the notifiers wrote. Returns false only in debug builds, when
+/// this wait timed out or another worker aborted: the caller must then leave the kernel.
 __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
-                                        int task_index = -1, int event_index = -1,
-                                        Idle&& idle = Idle()) {
+                                        int task_index = -1, int event_index = -1) {
     int ok = 1;
-    if (threadIdx.x < 32) {  // warp 0: lane 0 polls, the whole warp runs idle()
+    if (threadIdx.x == 0) {
+        unsigned sleep_ns = 32;
+        int observed = ld_acquire_gpu(counter);
+#ifdef EK_DEBUG
+        long long spins = 0;
+#endif
+        while (observed < target) {
+#ifdef EK_DEBUG
+            if (dbg != nullptr &&
+                ek_wait_should_stop(dbg, spins, task_index, event_index, observed, target)) {
+                ok = 0;
+                break;
+            }
+#else
+            (void)dbg;
+            (void)task_index;
+            (void)event_index;
+#endif
+            __nanosleep(sleep_ns);
+            sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
+            observed = ld_acquire_gpu(counter);
+        }
+    }
+    return __syncthreads_and(ok) != 0;
+}
+
+/// ek_wait for a worker with a weight ring: warp 0 spins (lane 0 polls) and the whole warp
+/// runs `idle()` between polls, where the ring's producer issues its copies. Shorter
+/// sleeps than ek_wait's, so the ring refills promptly.
+template <class Idle>
+__device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, DebugState* dbg,
+                                             int task_index, int event_index, Idle&& idle) {
+    int ok = 1;
+    if (threadIdx.x < 32) {
         const bool leader = threadIdx.x == 0;
         unsigned sleep_ns = 32;
         int observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
@@ -70,22 +113,8 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
         while (observed < target) {
 #ifdef EK_DEBUG
             if (dbg != nullptr) {
-                int stop = 0;
-                if (leader) {
-                    if ((spins & 31) == 0 && ek_aborted(dbg)) {
-                        stop = 1;
-                    } else if (++spins > EK_WAIT_MAX_SPINS) {
-                        if (atomicCAS(&dbg->abort, 0, 1) == 0) {
-                            dbg->worker = blockIdx.x;
-                            dbg->task = task_index;
-                            dbg->event = event_index;
-                            dbg->observed = observed;
-                            dbg->target = target;
-                            __threadfence();
-                        }
-                        stop = 1;
-                    }
-                }
+                const int stop = leader && ek_wait_should_stop(dbg, spins, task_index,
+                                                               event_index, observed, target);
                 if (__shfl_sync(0xffffffffu, stop, 0)) {
                     ok = 0;
                     break;
@@ -98,7 +127,7 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
 #endif
             idle();
             __nanosleep(sleep_ns);
-            sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
+            sleep_ns = sleep_ns < 256 ? sleep_ns * 2 : 256;
             observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
         }
     }

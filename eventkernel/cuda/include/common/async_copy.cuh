@@ -121,15 +121,6 @@ __device__ __forceinline__ void bulk_copy_g2s(void* smem_dst, const void* gmem_s
         : "memory");
 }
 
-/// bulk_copy_g2s without an L2 cache hint.
-__device__ __forceinline__ void bulk_copy_g2s(void* smem_dst, const void* gmem_src,
-                                              unsigned bytes, unsigned long long* bar) {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-        ::"r"(smem_addr(smem_dst)), "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
-        : "memory");
-}
-
 /// End of a task that used shared memory: order its ordinary smem accesses before any
 /// later bulk copy into the same bytes, then a CTA barrier. After it, smem may be reused.
 __device__ __forceinline__ void release_smem() {

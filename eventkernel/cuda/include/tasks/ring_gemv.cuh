@@ -1,8 +1,10 @@
 /**
  * @file ring_gemv.cuh
- * @brief The decode path of every linear: a worker-wide weight ring in shared memory,
- *        filled by the copy engine ahead of the tasks that read it, and one GEMV body
- *        (run-time K and TN) shared by all linear kinds.
+ * @brief The weight-ring decode path of every linear (build option EK_WEIGHT_RING): a
+ *        worker-wide ring in shared memory, filled by the copy engine ahead of the tasks
+ *        that read it, and one GEMV body (run-time K and TN) shared by all linear kinds.
+ *        Correct on an H100, but slower than the default GemvTask path so far
+ *        (bench/results/README.md), hence not the default.
  *
  * Weights never depend on events, so a worker streams the weights of its next linear
  * tasks into the ring while it waits on events or runs other tasks: thread 0 "pumps" the
@@ -30,6 +32,7 @@
 
 #include "../common/common.cuh"
 #include "../step.cuh"
+#include "gemv.cuh"
 
 #ifndef EK_RING_STAGES
 #define EK_RING_STAGES 3
@@ -37,7 +40,7 @@
 
 namespace ek {
 
-#ifdef EK_TRACE
+#if defined(EK_TRACE) && defined(EK_WEIGHT_RING)
 /// Instrumented builds: where the running ring task records its phases (set per task, per
 /// CTA): [0] staging done, [1] chunks done, [2] ns thread 0 waited for chunks, [3] ns it
 /// pumped.
@@ -91,11 +94,6 @@ constexpr int kGemvNormOffset = kGemvSsOffset + kWarps * kRingMaxRows * 4;
 __host__ __device__ constexpr int ring_rows_fit(int k, bool norm) {
     return cmax(0, cmin(kRingMaxRows,
                         (kScratchBytes - kGemvNormOffset) / (2 * k) - (norm ? 1 : 0)));
-}
-
-__device__ __forceinline__ void prefetch_l2_bulk(const void* ptr, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(ptr), "r"(bytes)
-                 : "memory");
 }
 
 /// The weight tile of one linear task, as the ring streams it.
@@ -180,7 +178,7 @@ struct WeightRing {
                 // The whole tile heads for L2 now: its later chunks then wait for L2, not
                 // HBM, and far more bytes are in flight than the ring holds.
                 if (threadIdx.x == 0)
-                    prefetch_l2_bulk(cur.weight,
+                    l2_prefetch_bulk(cur.weight,
                                      static_cast<unsigned>(cur.valid_n) * cur.k * 2u);
 #endif
             }
@@ -269,14 +267,6 @@ __device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
     asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
     return v;
 }
 

@@ -9,6 +9,7 @@
 #include "embedding.cuh"
 #include "rmsnorm.cuh"
 #include "linear.cuh"
+#include "gemv.cuh"
 #include "ring_gemv.cuh"
 #include "rope_kv_append.cuh"
 #include "attention.cuh"

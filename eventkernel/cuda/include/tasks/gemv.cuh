@@ -1,0 +1,190 @@
+/**
+ * @file gemv.cuh
+ * @brief GemvTask: the decode path of a linear, for up to kMaxRows token rows. Same Args
+ *        and math as LinearTask (fused RMSNorm, residual, bf16 or fp32 output), but the
+ *        weights are read once with 16-byte loads by every warp, straight from L2 where
+ *        the worker's l2_prefetch() put them while earlier tasks ran, and reduced with
+ *        warp shuffles: no shared-memory ring, no per-chunk barriers.
+ *
+ * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
+ */
+#pragma once
+
+#include "../common/common.cuh"
+#include "../step.cuh"
+#include "linear.cuh"
+
+namespace ek {
+
+__device__ __forceinline__ void l2_prefetch_bulk(const void* ptr, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(ptr), "r"(bytes)
+                 : "memory");
+}
+
+/// 16-byte read-only load that skips L1 (weights are read once). Not volatile, so the
+/// compiler may issue a batch of them back to back.
+__device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
+          RowSet kRows = RowSet::kTokens>
+struct GemvTask {
+    static_assert(K % 8 == 0, "K must be a multiple of 8 (16-byte loads)");
+    using Linear = LinearTask<K, TN, OutT, kFuseNorm, kResidual, kRows>;
+    using Args = typename Linear::Args;
+    /// Rows staged in shared memory: as many as fit in 160 KB, at most 16.
+    static constexpr int kMaxRows = K * 2 * 16 <= 160 * 1024 ? 16 : (K * 2 * 8 <= 160 * 1024 ? 8 : 4);
+    static constexpr int kRstdOffset = kMaxRows * K * 2;
+    static constexpr int kSmemBytes = kRstdOffset + kMaxRows * 4;
+
+    /// Rows this path handles: the whole step must fit in one row tile of kMaxRows.
+    __device__ static bool handles(const StepShape& shape) {
+        return num_rows(shape, kRows) <= kMaxRows;
+    }
+
+    __device__ static bool active(const StepShape& shape, int c0, int, int) {
+        return row_tile(shape, kRows, c0).count > 0;
+    }
+
+    /// One thread asks the copy engine to bring the task's weight tile into L2.
+    __device__ static void l2_prefetch(const Args& args, int, int c1, int) {
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if (valid_n > 0)
+            l2_prefetch_bulk(args.weight + static_cast<long long>(n0) * K,
+                             static_cast<unsigned>(valid_n) * K * 2u);
+    }
+
+    __device__ static void prefetch(const Args&, int, int, int, char*) {}
+
+    __device__ static void run(const Args& args, const StepShape& shape, int c0, int c1, int,
+                               char* smem) {
+        const RowTile rows = row_tile(shape, kRows, c0);
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if (rows.count == 0 || valid_n <= 0) return;
+        bf16* xs = reinterpret_cast<bf16*>(smem);
+        float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
+        const bf16* x = args.input + static_cast<long long>(rows.begin) * K;
+        const int warp = warp_id();
+        const int lane = lane_id();
+        if constexpr (kFuseNorm) {
+            for (int r = warp; r < rows.count; r += kWarps) {
+                float ss = 0.f;
+                for (int k = lane * 8; k < K; k += 256) {
+                    float f[8];
+                    load8(x + static_cast<long long>(r) * K + k, f);
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+                }
+                ss = warp_sum(ss);
+                if (lane == 0) rstd[r] = rsqrtf(ss / K + args.eps);
+            }
+            __syncthreads();
+        }
+        // Stage the (normalised) activation rows as bf16: a = bf16(g * bf16(x * rstd)).
+        for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
+            const int r = i / (K / 8);
+            const int k = (i % (K / 8)) * 8;
+            float f[8];
+            load8(x + static_cast<long long>(r) * K + k, f);
+            if constexpr (kFuseNorm) {
+                float g[8];
+                load8(args.norm_weight + k, g);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) f[e] = round_bf16(g[e] * round_bf16(f[e] * rstd[r]));
+            }
+            store8(xs + r * K + k, f);
+        }
+        __syncthreads();
+        // NOTE: one compact loop per row count; the others stay out of the instruction cache.
+        if (rows.count <= 1) {
+            dot_rows<1>(args, rows, n0, valid_n, xs);
+        } else if (rows.count <= 2) {
+            dot_rows<2>(args, rows, n0, valid_n, xs);
+        } else if (rows.count <= 4) {
+            dot_rows<4>(args, rows, n0, valid_n, xs);
+        } else if constexpr (kMaxRows >= 8) {
+            if (rows.count <= 8) {
+                dot_rows<8>(args, rows, n0, valid_n, xs);
+            } else if constexpr (kMaxRows >= 16) {
+                dot_rows<16>(args, rows, n0, valid_n, xs);
+            }
+        }
+        __syncthreads();  // smem is free for the next task
+    }
+
+  private:
+    /// Each warp takes output features n = warp, warp + 8, ...: a batch of 16-byte weight
+    /// loads per lane in flight, dot products against the R staged rows, warp reduction.
+    template <int R>
+    __device__ static void dot_rows(const Args& args, RowTile rows, int n0, int valid_n,
+                                    const bf16* xs) {
+        const int warp = warp_id();
+        const int lane = lane_id();
+        constexpr int kIters = (K + 255) / 256;        // 16-byte loads per lane per row
+        constexpr int kBatch = kIters < 8 ? kIters : 8;  // loads in flight per lane
+        for (int n = warp; n < valid_n; n += kWarps) {
+            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
+            float acc[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r] = 0.f;
+#pragma unroll 1
+            for (int base = 0; base < kIters; base += kBatch) {
+                uint4 wv[kBatch];
+#pragma unroll
+                for (int u = 0; u < kBatch; ++u) {
+                    const int k = (base + u) * 256 + lane * 8;
+                    wv[u] = k < K ? ld_nc_v4(w + k) : make_uint4(0u, 0u, 0u, 0u);
+                }
+#pragma unroll
+                for (int u = 0; u < kBatch; ++u) {
+                    const int k = (base + u) * 256 + lane * 8;
+                    if (k >= K) continue;
+                    const unsigned wu[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        if (r < rows.count) {
+                            const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
+                            const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) {
+                                acc[r] += bf16x2_lo(wu[e]) * bf16x2_lo(xu[e]);
+                                acc[r] += bf16x2_hi(wu[e]) * bf16x2_hi(xu[e]);
+                            }
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                if (r < rows.count) {
+                    const float total = warp_sum(acc[r]);
+                    if (lane == 0) {
+                        const long long o = static_cast<long long>(rows.begin + r) * args.n + n0 + n;
+                        if constexpr (kResidual) {
+                            args.out[o] = to_out(to_float(args.residual[o]) + round_bf16(total));
+                        } else {
+                            args.out[o] = to_out(total);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    __device__ static OutT to_out(float v) {
+        if constexpr (sizeof(OutT) == 4) {
+            return v;
+        } else {
+            return to_bf16(v);
+        }
+    }
+};
+
+}  // namespace ek
