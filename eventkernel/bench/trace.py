@@ -10,12 +10,15 @@ not overlap. ``bytes`` is what the task moved (weights + activations), for achie
 
 Open the JSON from ``to_chrome_trace`` at https://ui.perfetto.dev (or chrome://tracing): one
 track per SM, a slice per task named by its type, and a ``wait`` slice before it.
+``python -m eventkernel.bench.trace TRACE.json[.gz]`` prints the summary of a written trace.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -104,6 +107,26 @@ def to_chrome_trace(records: Any, path: str | Path, *, name: str = "decode step"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(trace))
     return trace
+
+
+def from_chrome_trace(path: str | Path) -> list[TaskRecord]:
+    """The task records of a trace written by ``to_chrome_trace`` (plain or gzipped JSON),
+    in their original order; times in ns from the step start (to the ns the JSON keeps)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    tasks = [e for e in events if e.get("ph") == "X" and e.get("cat") == "task"]
+    tasks.sort(key=lambda e: e["args"]["index"])
+    records = []
+    for e in tasks:
+        start = round(e["ts"] * 1e3)
+        records.append(TaskRecord(sm=int(e["tid"]), task_type=e["name"],
+                                  coords=tuple(e["args"]["coords"]), start_ns=start,
+                                  end_ns=start + round(e["dur"] * 1e3),
+                                  wait_ns=round(e["args"]["wait_us"] * 1e3),
+                                  bytes=int(e["args"]["bytes"])))
+    return records
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,3 +264,17 @@ def _critical_path(recs, by_sm, deps) -> list[int]:
         path.append(current)
         on_path.add(current)
     return path[::-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m eventkernel.bench.trace TRACE.json[.gz]", file=sys.stderr)
+        return 2
+    summary = summarize(from_chrome_trace(args[0]), quiet=True)
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

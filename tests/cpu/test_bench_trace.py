@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from eventkernel.bench.trace import TaskRecord, as_records, summarize, to_chrome_trace
+from eventkernel.bench.trace import (TaskRecord, as_records, from_chrome_trace, summarize,
+                                     to_chrome_trace)
 
 
 def synthetic_trace(num_sms=4, tasks_per_sm=6, seed=0):
@@ -109,3 +110,27 @@ def test_numpy_structured_input_and_overlap_error():
     overlapping = [TaskRecord(0, "a", (0,), 0, 50), TaskRecord(0, "a", (1,), 60, 90, 20)]
     with pytest.raises(ValueError, match="must not overlap"):
         summarize(overlapping, quiet=True)
+
+
+def test_chrome_trace_reads_back(tmp_path):
+    records, _ = synthetic_trace(seed=3)
+    path = tmp_path / "t.json"
+    to_chrome_trace(records, path)
+    back = from_chrome_trace(path)
+    origin = min(r.start_ns - r.wait_ns for r in records)
+    assert [(r.sm, r.task_type, r.coords, r.start_ns - origin, r.end_ns - origin, r.wait_ns,
+             r.bytes) for r in records] == \
+        [(r.sm, r.task_type, r.coords, r.start_ns, r.end_ns, r.wait_ns, r.bytes) for r in back]
+
+
+def test_committed_qwen3_8b_trace_is_valid():
+    """The H100 trace in bench/results reads back; every SM's fractions add up to one."""
+    from pathlib import Path
+    path = Path(__file__).parents[2] / "bench/results/2026-11-28-h100-qwen3-8b-trace.json.gz"
+    records = from_chrome_trace(path)
+    assert len(records) == 51315 and {r.task_type for r in records} >= {"linear", "attention"}
+    summary = summarize(records, quiet=True)
+    assert len(summary.sms) == 132
+    for sm in summary.sms:
+        assert min(sm.busy, sm.waiting, sm.idle) >= 0
+        assert abs(sm.busy + sm.waiting + sm.idle - 1) < 1e-9
