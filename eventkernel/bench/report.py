@@ -99,7 +99,9 @@ class WarmupResult:
 
     ``per_batch_s`` maps tokens per step to the time of its first calls (compile + CUDA graph
     capture for torch.compile); ``first_step_s`` and ``all_ready_s`` count from the start,
-    model build included.
+    model build included. ``build_parts_s`` splits the build where the system reports it
+    (the megakernel: compiler passes, weights, kernel compile with a cold and with a warm
+    disk cache, module load).
     """
 
     model: str
@@ -109,6 +111,7 @@ class WarmupResult:
     per_batch_s: dict[int, float]
     first_step_s: float
     all_ready_s: float
+    build_parts_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -192,6 +195,9 @@ def format_table(report: BenchReport) -> str:
             per_batch = " ".join(f"{k}:{v:.1f}" for k, v in sorted(w.per_batch_s.items()))
             text.append(f"  {w.system} {w.model} ctx {w.context_len}: build {w.build_s:.1f}, "
                         f"[{per_batch}], first {w.first_step_s:.1f}, all {w.all_ready_s:.1f}")
+            if w.build_parts_s:
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in w.build_parts_s.items())
+                text.append(f"    build = {parts}")
     for error in report.errors:
         text.append(f"FAILED {error['model']} {error['system']} tokens={error['num_tokens']} "
                     f"context={error['context_len']}: {error['error']}")

@@ -219,7 +219,8 @@ def _bench_system(report: BenchReport, options, model: str, config: dict, system
         if per_batch:
             report.warmups.append(WarmupResult(
                 model, system, context, build_s, per_batch, first_step_s,
-                build_s + sum(per_batch.values())))
+                build_s + sum(per_batch.values()),
+                dict(getattr(runner, "build_parts_s", {})) if build_s else {}))
     close = getattr(runner, "close", None)
     if close is not None:
         close()

@@ -25,6 +25,11 @@ def sample_report():
         ]
     report.warmups.append(WarmupResult("llama-3.2-1b", "torch-compile", 512, 2.0,
                                        {1: 20.0, 16: 18.0}, 22.0, 40.0))
+    report.warmups.append(WarmupResult("llama-3.2-1b", "eventkernel", 512, 30.0,
+                                       {1: 0.1, 16: 0.2}, 30.1, 30.3,
+                                       {"compiler passes": 9.0, "weights": 4.0,
+                                        "kernel cold cache": 14.0, "kernel warm cache": 1.5,
+                                        "load + tables": 1.5}))
     return report
 
 
@@ -47,6 +52,7 @@ def test_table_has_speedups():
     line = next(line for line in table.splitlines() if " eventkernel " in line)
     assert line.split()[-2:] == ["2.80", "1.40"]
     assert "warm-up" in table
+    assert "build = compiler passes 9.0, weights 4.0, kernel cold cache 14.0" in table
 
 
 def test_plot(tmp_path):
