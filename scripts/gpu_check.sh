@@ -1,0 +1,23 @@
+#!/bin/bash
+# Everything a GPU session should check, in one command (run from the repository root on a
+# Hopper machine, with the project's dependencies importable):
+#   bash scripts/gpu_check.sh [LOG_DIR]
+# GPU tests (both kernel builds), compute-sanitizer memcheck and racecheck on 2-layer models
+# (full logs in LOG_DIR), and the batch-1 decode comparison against torch.compile.
+set -u
+LOG_DIR=${1:-gpu-check-logs}
+mkdir -p "$LOG_DIR"
+export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+echo "=== GPU tests"
+python3 -m pytest tests/gpu -m gpu -q 2>&1 | tee "$LOG_DIR/pytest.log" | tail -15
+for tool in memcheck racecheck; do
+    echo "=== compute-sanitizer $tool"
+    compute-sanitizer --tool "$tool" --report-api-errors no python3 scripts/sanitize_step.py \
+        > "$LOG_DIR/$tool.log" 2>&1
+    tail -3 "$LOG_DIR/$tool.log"
+done
+echo "=== bench (batch 1, context 512)"
+python3 -m eventkernel.serve.cli bench --models llama-3.2-1b,qwen3-8b --tokens 1 \
+    --contexts 512 --baselines torch-compile,floor --warmup 5 --iters 30 \
+    --out "$LOG_DIR/bench.json" 2>&1 | tail -14
