@@ -248,6 +248,33 @@ __device__ __forceinline__ unsigned sm_id() {
     asm volatile("mov.u32 %0, %smid;" : "=r"(id));
     return id;
 }
+
+/// All threads, once s_parity is read and shared: this step's counters. Counters of two
+/// parities alternate between steps; each step zeroes the parity the next step will use,
+/// so the host never resets anything.
+__device__ __forceinline__ int* step_counters(const RuntimeState& rt, int parity) {
+    int* counters = reinterpret_cast<int*>(rt.counters) + parity * rt.max_counters;
+    int* next = reinterpret_cast<int*>(rt.counters) + (parity ^ 1) * rt.max_counters;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
+         i += gridDim.x * blockDim.x)
+        next[i] = 0;
+    return counters;
+}
+
+/// All threads, at the end of the kernel: the last worker to finish advances the step
+/// (and so the parity the next launch uses).
+__device__ __forceinline__ void finish_step(int* step_state) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const int done = atomicAdd(step_state + 1, 1);
+        if (done == gridDim.x - 1) {
+            step_state[1] = 0;
+            __threadfence();
+            atomicAdd(step_state, 1);
+        }
+    }
+}
 """
 
 _RING_RUNTIME = r"""
@@ -359,8 +386,7 @@ extern "C" __global__ void ek_smem_sizes(int* out) {
 }
 
 /// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
-/// Counters of two parities alternate between steps; each step zeroes the parity the next
-/// step will use, so the host never resets anything. Shared memory: [weight ring][scratch
+/// Shared memory: [weight ring][scratch
 /// of the running task]; steps too large for the ring give the ring's bytes to the mma
 /// linear template.
 extern "C" __global__ void __launch_bounds__(256, 1)
@@ -391,11 +417,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
         ring.pump();  // the first weights are on their way before anything else happens
     }
     __syncthreads();
-    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
-    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
-         i += gridDim.x * blockDim.x)
-        next[i] = 0;
+    int* counters = step_counters(rt, s_parity);
     for (int e = begin; e < end; ++e) {
         const TaskDesc d = queue[e];
         bool ok = true;
@@ -414,16 +436,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
         if (!ok) break;
     }
     if (threadIdx.x == 0) ring.drain();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        const int done = atomicAdd(step_state + 1, 1);
-        if (done == gridDim.x - 1) {
-            step_state[1] = 0;
-            __threadfence();
-            atomicAdd(step_state, 1);
-        }
-    }
+    finish_step(step_state);
 }
 """
 
@@ -495,8 +508,6 @@ extern "C" __global__ void ek_smem_sizes(int* out) {
 }
 
 /// The persistent megakernel: one CTA per SM, each walking its worker's static queue.
-/// Counters of two parities alternate between steps; each step zeroes the parity the next
-/// step will use, so the host never resets anything.
 extern "C" __global__ void __launch_bounds__(256, 1)
 ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ btp) {
     extern __shared__ __align__(128) char smem[];
@@ -509,11 +520,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
     int* step_state = reinterpret_cast<int*>(rt.step);
     if (threadIdx.x == 0) s_parity = ld_acquire_gpu(step_state) & 1;
     __syncthreads();
-    int* counters = reinterpret_cast<int*>(rt.counters) + s_parity * rt.max_counters;
-    int* next = reinterpret_cast<int*>(rt.counters) + (s_parity ^ 1) * rt.max_counters;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rt.max_counters;
-         i += gridDim.x * blockDim.x)
-        next[i] = 0;
+    int* counters = step_counters(rt, s_parity);
     const StepShape& shape = *reinterpret_cast<const StepShape*>(rt.shape);
     DebugState* dbg = reinterpret_cast<DebugState*>(rt.debug);
     void* const* B = reinterpret_cast<void* const*>(rt.buffers);
@@ -538,15 +545,6 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
             if (!ok) break;
         }
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        const int done = atomicAdd(step_state + 1, 1);
-        if (done == gridDim.x - 1) {
-            step_state[1] = 0;
-            __threadfence();
-            atomicAdd(step_state, 1);
-        }
-    }
+    finish_step(step_state);
 }
 """

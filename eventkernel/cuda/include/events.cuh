@@ -63,50 +63,26 @@ __device__ __forceinline__ bool ek_wait_should_stop(DebugState* dbg, long long& 
     return true;
 }
 
-/// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
-/// __nanosleep backoff); the result is broadcast with a CTA barrier, after which every
-/// thread may read what the notifiers wrote. Returns false only in debug builds, when
-/// this wait timed out or another worker aborted: the caller must then leave the kernel.
-__device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
-                                        int task_index = -1, int event_index = -1) {
-    int ok = 1;
-    if (threadIdx.x == 0) {
-        unsigned sleep_ns = 32;
-        int observed = ld_acquire_gpu(counter);
-#ifdef EK_DEBUG
-        long long spins = 0;
-#endif
-        while (observed < target) {
-#ifdef EK_DEBUG
-            if (dbg != nullptr &&
-                ek_wait_should_stop(dbg, spins, task_index, event_index, observed, target)) {
-                ok = 0;
-                break;
-            }
-#else
-            (void)dbg;
-            (void)task_index;
-            (void)event_index;
-#endif
-            __nanosleep(sleep_ns);
-            sleep_ns = sleep_ns < EK_WAIT_MAX_SLEEP_NS ? sleep_ns * 2 : EK_WAIT_MAX_SLEEP_NS;
-            observed = ld_acquire_gpu(counter);
+/// The spin of ek_wait and ek_wait_warp: `kLanes` threads (1: thread 0; 32: warp 0) spin,
+/// lane 0 polling and deciding, all of them calling `idle()` between polls; the result is
+/// broadcast with a CTA barrier.
+template <int kLanes, unsigned kMaxSleepNs, class Idle>
+__device__ __forceinline__ bool ek_wait_spin(const int* counter, int target, DebugState* dbg,
+                                             int task_index, int event_index, Idle& idle) {
+    static_assert(kLanes == 1 || kLanes == 32, "thread 0 or warp 0 spins");
+    // Lane 0's value, seen by every spinning lane.
+    auto from_lane0 = [](int v) {
+        if constexpr (kLanes == 1) {
+            return v;
+        } else {
+            return __shfl_sync(0xffffffffu, v, 0);
         }
-    }
-    return __syncthreads_and(ok) != 0;
-}
-
-/// ek_wait for a worker with a weight ring: warp 0 spins (lane 0 polls) and the whole warp
-/// runs `idle()` between polls, where the ring's producer issues its copies. Shorter
-/// sleeps than ek_wait's, so the ring refills promptly.
-template <class Idle>
-__device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, DebugState* dbg,
-                                             int task_index, int event_index, Idle&& idle) {
+    };
     int ok = 1;
-    if (threadIdx.x < 32) {
+    if (threadIdx.x < kLanes) {
         const bool leader = threadIdx.x == 0;
         unsigned sleep_ns = 32;
-        int observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
+        int observed = from_lane0(leader ? ld_acquire_gpu(counter) : 0);
 #ifdef EK_DEBUG
         long long spins = 0;
 #endif
@@ -115,7 +91,7 @@ __device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, Deb
             if (dbg != nullptr) {
                 const int stop = leader && ek_wait_should_stop(dbg, spins, task_index,
                                                                event_index, observed, target);
-                if (__shfl_sync(0xffffffffu, stop, 0)) {
+                if (from_lane0(stop)) {
                     ok = 0;
                     break;
                 }
@@ -127,11 +103,36 @@ __device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, Deb
 #endif
             idle();
             __nanosleep(sleep_ns);
-            sleep_ns = sleep_ns < 256 ? sleep_ns * 2 : 256;
-            observed = __shfl_sync(0xffffffffu, leader ? ld_acquire_gpu(counter) : 0, 0);
+            sleep_ns = sleep_ns < kMaxSleepNs ? sleep_ns * 2 : kMaxSleepNs;
+            observed = from_lane0(leader ? ld_acquire_gpu(counter) : 0);
         }
     }
     return __syncthreads_and(ok) != 0;
+}
+
+/// Does nothing while a wait spins.
+struct NoIdleWork {
+    __device__ void operator()() const {}
+};
+
+/// Called by all threads of the CTA. Thread 0 spins until *counter >= target (acquire,
+/// __nanosleep backoff); the result is broadcast with a CTA barrier, after which every
+/// thread may read what the notifiers wrote. Returns false only in debug builds, when
+/// this wait timed out or another worker aborted: the caller must then leave the kernel.
+__device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
+                                        int task_index = -1, int event_index = -1) {
+    NoIdleWork idle;
+    return ek_wait_spin<1, EK_WAIT_MAX_SLEEP_NS>(counter, target, dbg, task_index,
+                                                 event_index, idle);
+}
+
+/// ek_wait for a worker with a weight ring: warp 0 spins (lane 0 polls) and the whole warp
+/// runs `idle()` between polls, where the ring's producer issues its copies. Shorter
+/// sleeps than ek_wait's, so the ring refills promptly.
+template <class Idle>
+__device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, DebugState* dbg,
+                                             int task_index, int event_index, Idle&& idle) {
+    return ek_wait_spin<32, 256>(counter, target, dbg, task_index, event_index, idle);
 }
 
 /// Called by all threads of the CTA after the task's stores: a CTA barrier, then thread 0

@@ -288,6 +288,11 @@ __device__ __forceinline__ int pow2_at_least(int v) {
     return p;
 }
 
+/// Threads that share one weight row of a chunk (its column vectors, padded): 16..128.
+__device__ __forceinline__ int threads_per_row(int kc) {
+    return cmax(16, cmin(128, pow2_at_least(kc / 8)));
+}
+
 /// Stage rows x K activations in shared memory as bf16, normalised when p.norm.
 __device__ __forceinline__ void stage_rows(const GemvParams& p, int k, RowTile rows,
                                            char* scratch) {
@@ -338,7 +343,7 @@ __device__ __forceinline__ void stage_rows(const GemvParams& p, int k, RowTile r
 template <int R, class Ring>
 __device__ __forceinline__ void dot_chunks(const RingTile& t, int count, const bf16* xs,
                                            float* red, Ring& ring) {
-    const int vp = cmax(16, cmin(128, pow2_at_least(t.kc / 8)));  // threads per row
+    const int vp = threads_per_row(t.kc);
     const int groups = kThreads / vp;
     const int rows_per_thread = kRingSubRows / groups;  // 1..8
     const int width = cmin(vp, 32);                     // lanes that reduce together
@@ -400,7 +405,7 @@ __device__ __forceinline__ void ring_gemv(const GemvParams& p, const RingTile& t
     using namespace ring_detail;
     if (t.chunks == 0) return;
     float* red = reinterpret_cast<float*>(scratch + kGemvRedOffset);
-    const int slots = cmax(1, cmin(128, pow2_at_least(t.kc / 8)) / 32);  // slots written
+    const int slots = cmax(1, threads_per_row(t.kc) / 32);  // partial-sum slots written
     stage_rows(p, t.k, rows, scratch);  // ends with a CTA barrier
     EK_RING_PHASE_SET(0, EK_RING_NOW());
     const bf16* xs = reinterpret_cast<const bf16*>(scratch + kGemvNormOffset +
