@@ -14,10 +14,10 @@ import torch
 
 from eventkernel.compiler import Compiled
 from eventkernel.cpu.backend import TORCH_DTYPES, StepResult
-from eventkernel.cuda.codegen import KernelSource, generate
+from eventkernel.cuda.codegen import POINTER_TABLE, KernelSource, generate
 from eventkernel.cuda.compile import compile_cuda
 from eventkernel.cuda.launch import LoadedModule, require_hopper
-from eventkernel.cuda.wire import BUCKET, RUNTIME, TASK_DESC
+from eventkernel.cuda.wire import BUCKET, ENTRY_EVENTS, RUNTIME, TASK_DESC
 from eventkernel.engine.step import StepInputs
 from eventkernel.events.bind import BoundEvents
 from eventkernel.ir.graph import DType, TensorKind
@@ -39,19 +39,31 @@ class _Bucket:
         bound: BoundEvents = schedule.bound
         coords = bound.plan.space.coords
         entries = [(g, t) for q in schedule.queues for g, t in q]
-        desc = np.zeros(len(entries), TASK_DESC.dtype)
+        # One pad entry (and one pad table element) at the end: the kernel reads an entry
+        # ahead of the one it runs.
+        desc = np.zeros(len(entries) + 1, TASK_DESC.dtype)
+        events = np.zeros(len(entries) + 1, ENTRY_EVENTS.dtype)
         waits, notifies = [0], [0]
         wait_counter, wait_target, notify_counter = [], [], []
-        for i, (g, t) in enumerate(entries):
-            kind, slot = grid_kind[g]
-            c = list(coords[g][t]) + [0, 0, 0]
-            desc[i] = (kind, slot, c[0], c[1], c[2], 0)
-            row = bound.waits[g].row(t)
-            wait_counter += row.tolist()
-            wait_target += bound.targets[row].tolist()
-            waits.append(len(wait_counter))
-            notify_counter += bound.notifies[g].row(t).tolist()
-            notifies.append(len(notify_counter))
+        i = 0
+        for queue in schedule.queues:
+            # A worker waits on a counter once: its later tasks run after that wait anyway.
+            waited: set[int] = set()
+            for g, t in queue:
+                kind, slot = grid_kind[g]
+                c = list(coords[g][t]) + [0, 0, 0]
+                row = [k for k in bound.waits[g].row(t).tolist() if k not in waited]
+                waited.update(row)
+                notify = bound.notifies[g].row(t).tolist()
+                desc[i] = (kind, slot, c[0], c[1], c[2], len(row), len(notify), 0)
+                events[i] = (row[0] if row else 0, int(bound.targets[row[0]]) if row else 0,
+                             notify[0] if notify else 0, 0)
+                i += 1
+                wait_counter += row
+                wait_target += bound.targets[row].tolist()
+                waits.append(len(wait_counter))
+                notify_counter += notify
+                notifies.append(len(notify_counter))
         begin = np.cumsum([0] + [len(q) for q in schedule.queues])
 
         def dev(values, dtype=torch.int32):
@@ -59,9 +71,10 @@ class _Bucket:
 
         self.tensors = {
             "queue": torch.from_numpy(desc.view(np.uint8).copy()).to(device),
+            "events": torch.from_numpy(events.view(np.uint8).copy()).to(device),
             "queue_begin": dev(begin), "wait_begin": dev(waits),
-            "wait_counter": dev(wait_counter or [0]), "wait_target": dev(wait_target or [0]),
-            "notify_begin": dev(notifies), "notify_counter": dev(notify_counter or [0]),
+            "wait_counter": dev(wait_counter + [0]), "wait_target": dev(wait_target + [0]),
+            "notify_begin": dev(notifies), "notify_counter": dev(notify_counter + [0]),
         }
         record = {name: t.data_ptr() for name, t in self.tensors.items()}
         record |= {"num_counters": bound.num_counters, "num_workers": schedule.num_workers}
@@ -123,6 +136,9 @@ class CudaBackend:
                                                  device=self.device)
         pointers = [self.buffers[n].data_ptr() for n in self.kernel_source.buffers]
         self.pointer_table = torch.tensor(pointers, dtype=torch.uint64, device=self.device)
+        torch.cuda.synchronize(self.device)
+        self.module.copy_to_global(POINTER_TABLE, self.pointer_table.data_ptr(),
+                                   8 * len(pointers))
         num_counters = sum(e.size for e in self.compiled.plan.events)
         self.counters = torch.zeros(2 * max(1, num_counters), dtype=torch.int32,
                                     device=self.device)
@@ -143,7 +159,7 @@ class CudaBackend:
         record = {"counters": self.counters.data_ptr(), "max_counters": max(1, num_counters),
                   "pad0": 0, "step": self.step_state.data_ptr(),
                   "debug": self.debug_state.data_ptr() if self.debug else 0,
-                  "buffers": self.pointer_table.data_ptr(), "shape": self.shape_dev.data_ptr(),
+                  "shape": self.shape_dev.data_ptr(),
                   "trace": self.trace_buffer.data_ptr() if self.trace else 0}
         self.runtime = torch.from_numpy(RUNTIME.pack([record]).view(np.uint8).copy()).to(
             self.device)

@@ -190,6 +190,20 @@ class LoadedModule:
             self.set_max_dynamic_smem(func, max_dynamic_smem)
         return func
 
+    def copy_to_global(self, name: str, src_device_ptr: int, num_bytes: int) -> None:
+        """Copy ``num_bytes`` from device memory into the module's ``__device__`` or
+        ``__constant__`` variable ``name`` (synchronously), which must be that large."""
+        driver = _driver()
+        dptr, size = _check(driver.cuModuleGetGlobal(self._module, name.encode()),
+                            f"cuModuleGetGlobal('{name}')",
+                            "is the variable declared at namespace scope in the kernel source?")
+        if int(size) != num_bytes:
+            raise ValueError(f"the kernel's {name} has {int(size)} bytes, the host wrote "
+                             f"{num_bytes}: kernel and host disagree on its layout")
+        _check(driver.cuMemcpyDtoD(dptr, int(src_device_ptr), num_bytes),
+               f"cuMemcpyDtoD(into {name})")
+        _check(driver.cuCtxSynchronize(), f"cuCtxSynchronize (after writing {name})")
+
     def set_max_dynamic_smem(self, func, num_bytes: int) -> None:
         driver = _driver()
         attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES

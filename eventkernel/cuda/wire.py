@@ -41,13 +41,28 @@ class Struct:
 
 # One queue entry: which template instantiation ("kind"), which of its grids ("slot":
 # the per-grid pointer/shape table row), and the task's coordinates.
-TASK_DESC = Struct("TaskDesc", (("kind", "unsigned short"), ("slot", "unsigned short"), ("c0", "unsigned short"),
-                                ("c1", "unsigned short"), ("c2", "unsigned short"), ("pad", "unsigned short")),
-                   "A task in a worker queue: template kind, grid slot, coordinates.")
+# 16 bytes, so a worker copies it into shared memory with one cp.async.
+TASK_DESC = Struct("TaskDesc", (
+    ("kind", "unsigned short"), ("slot", "unsigned short"), ("c0", "unsigned short"),
+    ("c1", "unsigned short"), ("c2", "unsigned short"),
+    ("num_waits", "unsigned short"),           # counters the task waits on
+    ("num_notifies", "unsigned short"),        # counters it notifies
+    ("pad", "unsigned short"),
+), "A task in a worker queue: template kind, grid slot, coordinates, event counts.")
+
+# Per queue entry, next to its TaskDesc: the first wait and notify (most tasks have no
+# other), so a worker fetches an entry with two 16-byte copies and no dependent loads.
+ENTRY_EVENTS = Struct("EntryEvents", (
+    ("counter0", "int"),                       # first counter waited on
+    ("target0", "int"),                        # ... and the count that fires it
+    ("notify0", "int"),                        # first counter notified
+    ("pad", "int"),
+), "The first wait and notify of a queue entry (others: the wait/notify tables).")
 
 # The per-bucket tables (device pointers) the kernel walks; one per shape bucket.
 BUCKET = Struct("BucketTables", (
-    ("queue", "unsigned long long"),            # TaskDesc[num_entries], worker queues back to back
+    ("queue", "unsigned long long"),            # TaskDesc[num_entries + 1], worker queues back to back, a pad entry
+    ("events", "unsigned long long"),           # EntryEvents[num_entries + 1]
     ("queue_begin", "unsigned long long"),      # int32[num_workers + 1]
     ("wait_begin", "unsigned long long"),       # int32[num_entries + 1]
     ("wait_counter", "unsigned long long"),     # int32[...] counter ids
@@ -65,12 +80,11 @@ RUNTIME = Struct("RuntimeState", (
     ("pad0", "int"),
     ("step", "unsigned long long"),             # int32[2]: {step index, workers done}
     ("debug", "unsigned long long"),            # DebugState* or 0
-    ("buffers", "unsigned long long"),          # uint64[num_buffers]: every tensor's device pointer
     ("shape", "unsigned long long"),            # StepShape* (written by the host each step)
     ("trace", "unsigned long long"),            # uint64[4 * entries] when tracing, else 0
 ), "Pointers shared by every step.")
 
-WIRE_STRUCTS = (TASK_DESC, BUCKET, RUNTIME)
+WIRE_STRUCTS = (TASK_DESC, ENTRY_EVENTS, BUCKET, RUNTIME)
 
 
 def c_declarations() -> str:

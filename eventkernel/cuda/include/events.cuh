@@ -11,10 +11,10 @@
 #pragma once
 
 #ifndef EK_WAIT_MAX_SPINS
-#define EK_WAIT_MAX_SPINS (1 << 22)  // with the backoff below: several seconds
+#define EK_WAIT_MAX_SPINS (1 << 22)  // polls of an L2 round trip plus the backoff: seconds
 #endif
 #ifndef EK_WAIT_MAX_SLEEP_NS
-#define EK_WAIT_MAX_SLEEP_NS 1024
+#define EK_WAIT_MAX_SLEEP_NS 64  // polls are L2 round trips already; longer sleeps add latency
 #endif
 
 namespace ek {
@@ -127,12 +127,12 @@ __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugSta
 }
 
 /// ek_wait for a worker with a weight ring: warp 0 spins (lane 0 polls) and the whole warp
-/// runs `idle()` between polls, where the ring's producer issues its copies. Shorter
-/// sleeps than ek_wait's, so the ring refills promptly.
+/// runs `idle()` between polls, where the ring's producer issues its copies.
 template <class Idle>
 __device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, DebugState* dbg,
                                              int task_index, int event_index, Idle&& idle) {
-    return ek_wait_spin<32, 256>(counter, target, dbg, task_index, event_index, idle);
+    return ek_wait_spin<32, EK_WAIT_MAX_SLEEP_NS>(counter, target, dbg, task_index, event_index,
+                                                  idle);
 }
 
 /// Called by all threads of the CTA after the task's stores: a CTA barrier, then thread 0

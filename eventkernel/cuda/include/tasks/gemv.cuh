@@ -14,6 +14,10 @@
 #include "../step.cuh"
 #include "linear.cuh"
 
+#ifndef EK_GEMV_BATCH
+#define EK_GEMV_BATCH 16  // 16-byte weight loads each lane keeps in flight
+#endif
+
 namespace ek {
 
 __device__ __forceinline__ void l2_prefetch_bulk(const void* ptr, unsigned bytes) {
@@ -128,7 +132,7 @@ struct GemvTask {
         const int warp = warp_id();
         const int lane = lane_id();
         constexpr int kIters = (K + 255) / 256;        // 16-byte loads per lane per row
-        constexpr int kBatch = kIters < 8 ? kIters : 8;  // loads in flight per lane
+        constexpr int kBatch = kIters < EK_GEMV_BATCH ? kIters : EK_GEMV_BATCH;  // in flight per lane
         for (int n = warp; n < valid_n; n += kWarps) {
             const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
             float acc[R];
