@@ -66,6 +66,8 @@ def linear(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     a = b[node.inputs["x"]][rows]
     if "norm" in node.inputs:
         a = rms_norm(a, b[node.inputs["norm"]], node.attrs["eps"])
+    if g.tile["gated"]:
+        a = silu_gate(a[:, :w.shape[1]], a[:, w.shape[1]:])
     out = b[node.outputs["out"]]
     acc = a.float() @ w[cols].float().T
     if "residual" in node.inputs:
@@ -161,15 +163,19 @@ def attn_merge(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     dst[qs:qe, head * gs * hd:(head + 1) * gs * hd] = out.reshape(qe - qs, gs * hd).to(dst.dtype)
 
 
+def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's MLP gating: silu(gate) rounded to the dtype, times up."""
+    return (F.silu(gate.float()).to(gate.dtype).float() * up.float()).to(gate.dtype)
+
+
 def silu_mul(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     b, node = s.buffers, g.node
     rows = _slice(s.rows(g, node.inputs["x"], c[0]))
     tc, inter = g.tile["TC"], g.tile["I"]
     cols = slice(c[1] * tc, min(inter, c[1] * tc + tc))
     x = b[node.inputs["x"]]
-    gate, up = x[rows, cols], x[rows, inter + cols.start:inter + cols.stop]
-    out = b[node.outputs["out"]]
-    out[rows, cols] = (F.silu(gate.float()).to(out.dtype).float() * up.float()).to(out.dtype)
+    b[node.outputs["out"]][rows, cols] = silu_gate(
+        x[rows, cols], x[rows, inter + cols.start:inter + cols.stop])
 
 
 def gather(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:

@@ -67,9 +67,10 @@ def instantiate(grid: TaskGrid, program: Program) -> tuple[str, list[Field]]:
         n = program.tensors[ins["weight"]].shape[0]
         if n % 8:
             raise UnsupportedOnGpu(f"{grid.name}: {n} output features is not a multiple of 8")
+        gated = ", true" if tile.get("gated") else ""
         template = (f"LinearTask<{tile['K']}, {tile['TN']}, {out_t}, "
                     f"{str(tile['norm']).lower()}, {str(tile['residual']).lower()}, "
-                    f"{_rows(program, ins['x'])}>")
+                    f"{_rows(program, ins['x'])}{gated}>")
         return template, [
             ptr("const bf16*", ins["weight"]), ptr("const bf16*", ins["x"]),
             ptr("const bf16*", ins["norm"]) if "norm" in ins else null,

@@ -29,10 +29,12 @@ def _span(lo: int, hi: int, n: int) -> tuple[int, int]:
 def lower_linear(node: Node, t: Tensors, target: Target) -> list[TaskGrid]:
     x, w, out = t[node.inputs["x"]], t[node.inputs["weight"]], t[node.outputs["out"]]
     n, k = w.shape
+    gated = bool(node.attrs.get("gated", False))   # x is [gate | up], 2k wide
+    x_width = 2 * k if gated else k
     tm, tn = target.rows_per_tile, linear_tile_n(n, target, k)
     rows = _rows(x, tm)
     cols = lambda c: _span(c * tn, c * tn + tn, n)  # noqa: E731
-    acc = [Access(x.name, "r", lambda c, b: (rows(c[0], b), (0, k))),
+    acc = [Access(x.name, "r", lambda c, b: (rows(c[0], b), (0, x_width))),
            Access(w.name, "r", lambda c, b: (cols(c[1]), (0, k)))]
     if "norm" in node.inputs:
         acc.append(Access(node.inputs["norm"], "r", lambda c, b: ((0, k),)))
@@ -43,10 +45,12 @@ def lower_linear(node: Node, t: Tensors, target: Target) -> list[TaskGrid]:
     def cost(c: tuple[int, ...], b: Binding) -> Cost:
         m, width = _len(rows(c[0], b)), _len(cols(c[1]))
         return Cost(width * k * w.dtype.itemsize,
-                    m * k * x.dtype.itemsize + m * width * out.dtype.itemsize, 2 * m * width * k)
+                    m * x_width * x.dtype.itemsize + m * width * out.dtype.itemsize,
+                    2 * m * width * k)
 
     tile = {"TM": tm, "TN": tn, "K": k, "norm": "norm" in node.inputs,
-            "residual": "residual" in node.inputs, "out_dtype": out.dtype.value}
+            "residual": "residual" in node.inputs, "gated": gated,
+            "out_dtype": out.dtype.value}
     return [TaskGrid(node.name, "linear", node, (ceildiv(x.shape[0], tm), math.ceil(n / tn)),
                      ("row_tile", "col_tile"), tile, tuple(acc), cost)]
 

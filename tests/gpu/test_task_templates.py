@@ -20,15 +20,18 @@ pytestmark = pytest.mark.gpu
 REL_TOL = 1e-2
 PAGE_SIZE = 16
 
-# (name, K, TN, fp32 output, fused norm, residual, RowSet)
+# (name, K, TN, fp32 output, input: "x" | "norm" (fused RMSNorm) | "gated" ([gate | up],
+#  2K wide: silu(gate) * up), residual, RowSet)
 LINEAR_CASES = [
-    ("lin_k256_tn16_norm", 256, 16, False, True, False, "kTokens"),
-    ("lin_k512_tn32_res", 512, 32, False, False, True, "kTokens"),
-    ("lin_k2048_tn64_norm_res", 2048, 64, False, True, True, "kTokens"),
-    ("lin_k2048_tn128_f32", 2048, 128, True, False, False, "kTokens"),
-    ("lin_k1024_tn256_norm", 1024, 256, False, True, False, "kTokens"),
-    ("lin_k1024_tn512_f32_res", 1024, 512, True, False, True, "kTokens"),
-    ("lin_k4096_tn128_seqs", 4096, 128, True, True, False, "kSeqs"),
+    ("lin_k256_tn16_norm", 256, 16, False, "norm", False, "kTokens"),
+    ("lin_k512_tn32_res", 512, 32, False, "x", True, "kTokens"),
+    ("lin_k512_tn32_gated_res", 512, 32, False, "gated", True, "kTokens"),
+    ("lin_k2048_tn64_norm_res", 2048, 64, False, "norm", True, "kTokens"),
+    ("lin_k2048_tn64_gated_res", 2048, 64, False, "gated", True, "kTokens"),
+    ("lin_k2048_tn128_f32", 2048, 128, True, "x", False, "kTokens"),
+    ("lin_k1024_tn256_norm", 1024, 256, False, "norm", False, "kTokens"),
+    ("lin_k1024_tn512_f32_res", 1024, 512, True, "x", True, "kTokens"),
+    ("lin_k4096_tn128_seqs", 4096, 128, True, "norm", False, "kSeqs"),
 ]
 ATTENTION_SHAPES = [(64, 4), (128, 4), (128, 8)]  # (head_dim, G)
 ROPE_SHAPES = [(64, 4, False), (128, 4, True)]  # (head_dim, G, qk-norm)
@@ -49,22 +52,26 @@ __device__ __forceinline__ void prefetch_and_run(const typename Task::Args& args
 """
 
 
-def _linear_task(k, tn, fp32, norm, residual, rows):
+def _linear_task(k, tn, fp32, input_kind, residual, rows, family="Linear"):
     out = "float" if fp32 else "bf16"
-    flags = f"{str(norm).lower()}, {str(residual).lower()}"
-    return f"LinearTask<{k}, {tn}, {out}, {flags}, RowSet::{rows}>"
+    flags = f"{str(input_kind == 'norm').lower()}, {str(residual).lower()}"
+    gated = ", true" if input_kind == "gated" else ""
+    return f"{family}Task<{k}, {tn}, {out}, {flags}, RowSet::{rows}{gated}>"
 
 
 def _build_source():
     tasks = {}  # kernel name -> task type, for the smem size table
     kernels = []
-    for name, k, tn, fp32, norm, residual, rows in LINEAR_CASES:
-        task = _linear_task(k, tn, fp32, norm, residual, rows)
+    for name, k, tn, fp32, input_kind, residual, rows in LINEAR_CASES:
+        task = _linear_task(k, tn, fp32, input_kind, residual, rows)
         tasks[name] = task
-        kernels.append(f"""
-KERNEL {name}(const bf16* w, const bf16* x, const bf16* g, const void* res, void* out, int n,
+        # The decode GEMV of the same linear (up to its kMaxRows rows).
+        tasks[f"gemv_{name}"] = _linear_task(k, tn, fp32, input_kind, residual, rows, "Gemv")
+        for kernel, kernel_task in ((name, task), (f"gemv_{name}", tasks[f"gemv_{name}"])):
+            kernels.append(f"""
+KERNEL {kernel}(const bf16* w, const bf16* x, const bf16* g, const void* res, void* out, int n,
               float eps, const StepShape* shape) {{
-    using Task = {task};
+    using Task = {kernel_task};
     using Out = typename Task::OutType;
     typename Task::Args a{{w, x, g, static_cast<const Out*>(res), static_cast<Out*>(out), n, eps}};
     prefetch_and_run<Task>(a, shape);
@@ -285,14 +292,30 @@ def test_rmsnorm(kernels, T):
     assert rel_err(out, ref_rmsnorm(x, g, eps)) < REL_TOL
 
 
+def ref_input(x, g, eps, input_kind):
+    """The linear's input rows as the fused template forms them."""
+    if input_kind == "norm":
+        return ref_rmsnorm(x, g, eps)
+    if input_kind == "gated":
+        k = x.shape[1] // 2
+        gate, up = x[:, :k].float(), x[:, k:].float()
+        return rounded(rounded(gate * torch.sigmoid(gate)) * up)
+    return x.float()
+
+
 @pytest.mark.parametrize("T", [1, 5, 16, 64, 100])
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=[c[0] for c in LINEAR_CASES])
-def test_linear(kernels, case, T):
-    name, k, tn, fp32, norm, residual, rows_from = case
+@pytest.mark.parametrize("path", ["mma", "gemv"])
+def test_linear(kernels, case, T, path):
+    name, k, tn, fp32, input_kind, residual, rows_from = case
+    if path == "gemv":
+        if T > 16:
+            pytest.skip("the GEMV path serves decode-sized steps (up to 16 rows)")
+        name = f"gemv_{name}"
     n = 3 * tn + 24 if tn >= 64 else 4 * tn  # a partial last column tile when TN >= 64
     eps = 1e-6
     out_dtype = torch.float32 if fp32 else torch.bfloat16
-    x = rand_bf16(T, k)
+    x = rand_bf16(T, 2 * k if input_kind == "gated" else k)
     w = rand_bf16(n, k, scale=k ** -0.5)
     g = rand_bf16(k)
     out = torch.randn(T + 3, n, device="cuda").to(out_dtype)  # rows >= T must stay
@@ -305,8 +328,7 @@ def test_linear(kernels, case, T):
     # The residual is `out` itself: x += ... in place.
     kernels.launch(name, grid, [w, x, g, out if residual else None, out, i32(n), eps,
                                 step.device])
-    a = ref_rmsnorm(x, g, eps) if norm else x.float()
-    ref = a @ w.float().T
+    ref = ref_input(x, g, eps, input_kind) @ w.float().T
     if residual:
         ref = (ref if fp32 else rounded(ref)) + before[:T].float()
     assert rel_err(out[:T], ref) < REL_TOL, name
@@ -320,10 +342,10 @@ RING_CASES = [c for c in LINEAR_CASES if c[2] <= 256]
 @pytest.mark.parametrize("case", RING_CASES, ids=[c[0] for c in RING_CASES])
 def test_ring_linear(kernels, case, T):
     """The decode GEMV through the weight ring matches the same reference as the mma path."""
-    name, k, tn, fp32, norm, residual, rows_from = case
+    name, k, tn, fp32, input_kind, residual, rows_from = case
     n = 3 * tn + 24 if tn >= 64 else 4 * tn
     out_dtype = torch.float32 if fp32 else torch.bfloat16
-    x = rand_bf16(T, k)
+    x = rand_bf16(T, 2 * k if input_kind == "gated" else k)
     w = rand_bf16(n, k, scale=k ** -0.5)
     g = rand_bf16(k)
     out = torch.randn(T + 3, n, device="cuda").to(out_dtype)
@@ -331,8 +353,7 @@ def test_ring_linear(kernels, case, T):
     step = Step(num_tokens=9, num_seqs=T) if rows_from == "kSeqs" else Step(num_tokens=T)
     kernels.launch(f"ring_{name}", 1, [w, x, g, out if residual else None, out, i32(n), 1e-6,
                                        step.device], smem=kernels.smem["ring"])
-    a = ref_rmsnorm(x, g, 1e-6) if norm else x.float()
-    ref = a @ w.float().T
+    ref = ref_input(x, g, 1e-6, input_kind) @ w.float().T
     if residual:
         ref = (ref if fp32 else rounded(ref)) + before[:T].float()
     assert rel_err(out[:T], ref) < REL_TOL, name

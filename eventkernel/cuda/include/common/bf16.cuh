@@ -42,15 +42,19 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ float bf16x2_lo(unsigned v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16x2_hi(unsigned v) { return __uint_as_float(v & 0xffff0000u); }
 
-/// Load 8 consecutive bf16 (16 bytes, 16-byte aligned) as fp32.
-__device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
+/// 8 bf16 packed in 16 bytes, as fp32.
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
     const unsigned w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         f[2 * i] = bf16x2_lo(w[i]);
         f[2 * i + 1] = bf16x2_hi(w[i]);
     }
+}
+
+/// Load 8 consecutive bf16 (16 bytes, 16-byte aligned) as fp32.
+__device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
+    unpack8(*reinterpret_cast<const uint4*>(p), f);
 }
 
 /// Load 8 consecutive fp32 (32 bytes, 16-byte aligned).
@@ -80,6 +84,25 @@ __device__ __forceinline__ void store8(float* p, const float (&f)[8]) {
 /// Copy 8 bf16 (16 bytes) without conversion.
 __device__ __forceinline__ void copy8(bf16* dst, const bf16* src) {
     *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+}
+
+/// MLP gating as Hugging Face rounds it: bf16(bf16(silu(gate)) * up).
+__device__ __forceinline__ float silu_gate(float gate, float up) {
+    return round_bf16(round_bf16(gate / (1.f + __expf(-gate))) * up);
+}
+
+/// silu_gate of 8 columns, in place on the gate values.
+__device__ __forceinline__ void silu_gate8(float (&gate)[8], const uint4& up) {
+    float u[8];
+    unpack8(up, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) gate[e] = silu_gate(gate[e], u[e]);
+}
+
+/// silu_gate of 8 columns read from memory.
+__device__ __forceinline__ void silu_gate8(const bf16* gate, const bf16* up, float (&f)[8]) {
+    load8(gate, f);
+    silu_gate8(f, *reinterpret_cast<const uint4*>(up));
 }
 
 }  // namespace ek

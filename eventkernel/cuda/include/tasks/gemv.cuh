@@ -1,8 +1,8 @@
 /**
  * @file gemv.cuh
  * @brief GemvTask: the decode path of a linear, for up to kMaxRows token rows. Same Args
- *        and math as LinearTask (fused RMSNorm, residual, bf16 or fp32 output), but the
- *        weights are read once with 16-byte loads by every warp, straight from L2 where
+ *        and math as LinearTask (fused RMSNorm or gating, residual, bf16 or fp32 output),
+ *        but the weights are read once with 16-byte loads by every warp, straight from L2 where
  *        the worker's l2_prefetch() put them while earlier tasks ran, and reduced with
  *        warp shuffles: no shared-memory ring, no per-chunk barriers.
  *
@@ -36,11 +36,13 @@ __device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
 }
 
 template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
-          RowSet kRows = RowSet::kTokens>
+          RowSet kRows = RowSet::kTokens, bool kGated = false>
 struct GemvTask {
     static_assert(K % 8 == 0, "K must be a multiple of 8 (16-byte loads)");
-    using Linear = LinearTask<K, TN, OutT, kFuseNorm, kResidual, kRows>;
+    using Linear = LinearTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>;
+    static constexpr int kInputPitch = Linear::kInputPitch;  // elements per input row
     using Args = typename Linear::Args;
+    using OutType = OutT;
     /// Rows staged in shared memory: as many as fit in 160 KB, at most 16.
     static constexpr int kMaxRows = K * 2 * 16 <= 160 * 1024 ? 16 : (K * 2 * 8 <= 160 * 1024 ? 8 : 4);
     static constexpr int kRstdOffset = kMaxRows * K * 2;
@@ -74,7 +76,7 @@ struct GemvTask {
         if (rows.count == 0 || valid_n <= 0) return;
         bf16* xs = reinterpret_cast<bf16*>(smem);
         float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
-        const bf16* x = args.input + static_cast<long long>(rows.begin) * K;
+        const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
         const int warp = warp_id();
         const int lane = lane_id();
         if constexpr (kFuseNorm) {
@@ -91,12 +93,18 @@ struct GemvTask {
             }
             __syncthreads();
         }
-        // Stage the (normalised) activation rows as bf16: a = bf16(g * bf16(x * rstd)).
+        // Stage the activation rows as bf16: normalised, a = bf16(g * bf16(x * rstd)), or
+        // gated, a = bf16(bf16(silu(gate)) * up).
         for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
             const int r = i / (K / 8);
             const int k = (i % (K / 8)) * 8;
+            const bf16* row = x + static_cast<long long>(r) * kInputPitch;
             float f[8];
-            load8(x + static_cast<long long>(r) * K + k, f);
+            if constexpr (kGated) {
+                silu_gate8(row + k, row + K + k, f);
+            } else {
+                load8(row + k, f);
+            }
             if constexpr (kFuseNorm) {
                 float g[8];
                 load8(args.norm_weight + k, g);

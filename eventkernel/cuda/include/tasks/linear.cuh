@@ -1,7 +1,8 @@
 /**
  * @file linear.cuh
  * @brief LinearTask: out[t, n0:n0+TN] = a[t, :] . W[n0:n0+TN, :]^T (+ residual), with an
- *        optional RMSNorm of the input fused in. Weights stream through a shared-memory
+ *        optional RMSNorm of the input, or the MLP gating (kGated: the input is [gate | up],
+ *        2K wide, and a = silu(gate) * up), fused in. Weights stream through a shared-memory
  *        ring filled by the copy engine (cp.async.bulk + mbarrier); the first stages are
  *        issued by prefetch(), before the task's events are waited on.
  *
@@ -22,7 +23,8 @@
  *                               gets up to kMaxActSlots chunks of lookahead in the same smem
  *                               that holds 2 slots of 64 rows.
  *
- * HF semantics of the fused norm: a = bf16(g * bf16(x * rsqrt(mean(x^2) + eps))).
+ * HF semantics of the fused norm: a = bf16(g * bf16(x * rsqrt(mean(x^2) + eps))); of the
+ * gating: a = bf16(bf16(silu(gate)) * up).
  * With a bf16 output and a residual: out = bf16(residual + bf16(acc)).
  */
 #pragma once
@@ -59,7 +61,8 @@ __host__ __device__ constexpr int default_stages(int k, int tn, int bk) {
 }  // namespace linear_detail
 
 template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
-          RowSet kRows = RowSet::kTokens, int BK = linear_detail::default_bk(K, TN),
+          RowSet kRows = RowSet::kTokens, bool kGated = false,
+          int BK = linear_detail::default_bk(K, TN),
           int kStages = linear_detail::default_stages(K, TN, BK)>
 struct LinearTask {
     static_assert(TN == 16 || TN == 32 || TN == 64 || TN == 128 || TN == 256 || TN == 512,
@@ -67,11 +70,15 @@ struct LinearTask {
     static_assert(K % BK == 0, "BK must divide K");
     static_assert(BK % 8 == 0, "bulk copies move 16-byte multiples");
     static_assert(kStages >= 1 && kStages <= 16, "1..16 ring stages (16 mbarriers)");
+    static_assert(!(kFuseNorm && kGated), "an input is normalised or gated, not both");
 
     using OutType = OutT;
     static constexpr int kK = K;
     static constexpr int kTileN = TN;
     static constexpr bool kFuseNormInput = kFuseNorm;
+    static constexpr bool kGatedInput = kGated;
+    /// Elements per input row: K, or 2K when gated (the gate half, then the up half).
+    static constexpr int kInputPitch = kGated ? 2 * K : K;
     static constexpr bool kResidualAdd = kResidual;
     static constexpr RowSet kRowSet = kRows;
 
@@ -109,7 +116,7 @@ struct LinearTask {
 
     struct Args {
         const bf16* weight;       ///< [N, K]
-        const bf16* input;        ///< [rows, K] (before the norm when kFuseNorm)
+        const bf16* input;        ///< [rows, kInputPitch] (before the norm or the gating)
         const bf16* norm_weight;  ///< [K] RMSNorm weight (kFuseNorm only)
         const OutT* residual;     ///< [rows, N] (kResidual only; may equal out)
         OutT* out;                ///< [rows, N]
@@ -154,17 +161,19 @@ struct LinearTask {
             finish(smem);
             return;
         }
-        const bf16* x = args.input + static_cast<long long>(rows.begin) * K;
+        const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
         float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
 
-        // Activation slots sized by the real rows (multiple of 8: one mma n-tile each).
+        // Activation slots sized by the real rows (multiple of 8: one mma n-tile each); a
+        // gated input's slot holds the gate rows, then the up rows (up_offset further).
         const int ntiles = ceil_div(rows.count, 8);
-        const int act_slot_elems = ntiles * 8 * kPitch;
+        const int up_offset = ntiles * 8 * kPitch;
+        const int act_slot_elems = up_offset * (kGated ? 2 : 1);
         const int act_slots =
             cmin(cmin(kActBytes / (act_slot_elems * 2), kMaxActSlots), kChunks);
         bf16* act = reinterpret_cast<bf16*>(smem + kActOffset);
         for (int c = 0; c < act_slots; ++c) {
-            issue_activations(x, rows.count, c, act + c * act_slot_elems);
+            issue_activations(x, rows.count, c, act + c * act_slot_elems, up_offset);
             cp_async_commit();
         }
         if constexpr (kFuseNorm) compute_rstd(x, rows.count, args.eps, rstd);
@@ -194,12 +203,17 @@ struct LinearTask {
                 normalize_chunk(atile, rows.count, c, args.norm_weight, rstd);
                 __syncthreads();
             }
+            if constexpr (kGated) {
+                gate_chunk(atile, rows.count, up_offset);
+                __syncthreads();
+            }
             mma_chunk(weight_stage(smem, stage), atile, wn, wk, lane, ntiles, acc);
             __syncthreads();  // weight stage and activation slot are free again
             if (warp == 0 && c + kStages < kChunks) {
                 issue_weights(args, n0, valid_n, c + kStages, smem, policy);
             }
-            if (c + act_slots < kChunks) issue_activations(x, rows.count, c + act_slots, atile);
+            if (c + act_slots < kChunks)
+                issue_activations(x, rows.count, c + act_slots, atile, up_offset);
             cp_async_commit();
         }
         epilogue(args, rows, n0, valid_n, wn, wk, lane, ntiles, acc, smem);
@@ -231,14 +245,28 @@ struct LinearTask {
         }
     }
 
-    /// All threads: cp.async the chunk's activation rows (16 B each) into a slot.
-    __device__ static void issue_activations(const bf16* x, int count, int c, bf16* atile) {
+    /// All threads: cp.async the chunk's activation rows (16 B each) into a slot (and,
+    /// gated, the up half's rows ``up_offset`` elements after them).
+    __device__ static void issue_activations(const bf16* x, int count, int c, bf16* atile,
+                                             int up_offset) {
         constexpr int kVecs = BK / 8;
         for (int i = threadIdx.x; i < count * kVecs; i += kThreads) {
             const int r = i / kVecs;
             const int v = i % kVecs;
-            cp_async16(atile + r * kPitch + v * 8,
-                       x + static_cast<long long>(r) * K + c * BK + v * 8);
+            const bf16* src = x + static_cast<long long>(r) * kInputPitch + c * BK + v * 8;
+            cp_async16(atile + r * kPitch + v * 8, src);
+            if constexpr (kGated) cp_async16(atile + up_offset + r * kPitch + v * 8, src + K);
+        }
+    }
+
+    /// In place on the slot's gate rows: a = bf16(bf16(silu(gate)) * up).
+    __device__ static void gate_chunk(bf16* atile, int count, int up_offset) {
+        constexpr int kVecs = BK / 8;
+        for (int i = threadIdx.x; i < count * kVecs; i += kThreads) {
+            bf16* a = atile + (i / kVecs) * kPitch + (i % kVecs) * 8;
+            float f[8];
+            silu_gate8(a, a + up_offset, f);
+            store8(a, f);
         }
     }
 

@@ -248,6 +248,7 @@ struct GemvParams {
     int n;
     float eps;
     bool norm;
+    bool gated;               ///< input rows are [gate | up], 2K wide
     bool residual_add;
     bool out_f32;
     RowSet rows;
@@ -256,7 +257,7 @@ struct GemvParams {
 template <class Linear>
 __device__ __forceinline__ GemvParams gemv_params(const typename Linear::Args& a) {
     return GemvParams{a.input, a.norm_weight, a.residual, a.out, a.n, a.eps,
-                      Linear::kFuseNormInput, Linear::kResidualAdd,
+                      Linear::kFuseNormInput, Linear::kGatedInput, Linear::kResidualAdd,
                       sizeof(typename Linear::OutType) == 4, Linear::kRowSet};
 }
 
@@ -293,12 +294,24 @@ __device__ __forceinline__ int threads_per_row(int kc) {
     return cmax(16, cmin(128, pow2_at_least(kc / 8)));
 }
 
-/// Stage rows x K activations in shared memory as bf16, normalised when p.norm.
+/// Stage rows x K activations in shared memory as bf16, normalised when p.norm, gated
+/// (silu(gate) * up) when p.gated.
 __device__ __forceinline__ void stage_rows(const GemvParams& p, int k, RowTile rows,
                                            char* scratch) {
     bf16* xs = reinterpret_cast<bf16*>(scratch + kGemvNormOffset + (p.norm ? 2 * k : 0));
-    const bf16* x = p.input + static_cast<long long>(rows.begin) * k;
     const int vecs = k / 8;
+    if (p.gated) {
+        const bf16* x = p.input + static_cast<long long>(rows.begin) * 2 * k;
+        for (int i = threadIdx.x; i < rows.count * vecs; i += kThreads) {
+            const bf16* row = x + static_cast<long long>(i / vecs) * 2 * k + (i % vecs) * 8;
+            float f[8];
+            silu_gate8(row, row + k, f);
+            store8(xs + i * 8, f);
+        }
+        __syncthreads();
+        return;
+    }
+    const bf16* x = p.input + static_cast<long long>(rows.begin) * k;
     for (int i = threadIdx.x; i < rows.count * vecs; i += kThreads)
         *reinterpret_cast<uint4*>(xs + i * 8) = ld_cg_v4(x + i * 8);
     if (!p.norm) {

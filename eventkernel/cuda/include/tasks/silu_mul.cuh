@@ -1,7 +1,8 @@
 /**
  * @file silu_mul.cuh
  * @brief SiluMulTask: h[t, n] = silu(gu[t, n]) * gu[t, I + n] (gate then up halves),
- *        bf16 in and out, fp32 math.
+ *        bf16 in and out, fp32 math. (Models fuse it into the linear that follows: see
+ *        the kGated input of LinearTask and GemvTask.)
  *
  * Task coordinates: c0 = row tile, c1 = column tile of TC columns. No shared memory.
  */
@@ -39,11 +40,8 @@ struct SiluMulTask {
             const int col = col0 + (i % kVecs) * 8;
             if (col >= args.inter) continue;
             const bf16* row = args.gate_up + static_cast<long long>(t) * 2 * args.inter;
-            float g[8], u[8];
-            load8(row + col, g);
-            load8(row + args.inter + col, u);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) g[e] = g[e] / (1.f + __expf(-g[e])) * u[e];
+            float g[8];
+            silu_gate8(row + col, row + args.inter + col, g);
             store8(args.out + static_cast<long long>(t) * args.inter + col, g);
         }
     }
