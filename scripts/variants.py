@@ -1,27 +1,47 @@
-"""Time build variants of the megakernel on one preset step (one device call).
+"""Time build variants of the megakernel on batch-1 decode steps (one device call).
 
-Usage: PYTHONPATH=. python3 scripts/variants.py MODEL TOKENS CONTEXT
+Usage (repository root, on the GPU machine):
+  PYTHONPATH=. python3 scripts/variants.py MODELS [VARIANTS] [--trace]
+
+MODELS: comma-separated presets. VARIANTS: comma-separated names from VARIANTS below
+(default: all). Every (model, variant) kernel is first compiled in parallel into the
+kernel cache (CPU only), then each variant is timed alone, untraced, context 512.
+``--trace`` times instrumented builds instead and prints the mean linear task time (and,
+for the weight ring, its per-task phases).
 """
 from __future__ import annotations
 
+import multiprocessing
 import sys
-
-import torch
-
-from eventkernel.bench.megakernel import MegakernelRunner
-from eventkernel.bench.timing import time_fn
-from eventkernel.models.presets import preset_config
+import time
 
 VARIANTS = {
     "baseline": (),                                   # GEMV tasks, L2 prefetch 2 tasks ahead
     "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
+    "lookahead-1": ("-DEK_LOOKAHEAD=1",),
     "lookahead-4": ("-DEK_LOOKAHEAD=4",),
+    "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
+    "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
     "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
     "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
     "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),
-    "ring-inline-pump": ("-DEK_WEIGHT_RING", "-DEK_RING_INLINE_PUMP"),
 }
+TOKENS, CONTEXT = 1, 512
+
+
+def _precompile(job: tuple[str, tuple[str, ...], bool, int]) -> str:
+    """Compile one variant into the kernel cache exactly as MegakernelRunner will ask."""
+    model, options, trace, sm_count = job
+    from eventkernel.bench.megakernel import MegakernelRunner
+    from eventkernel.cuda.codegen import generate
+    from eventkernel.cuda.compile import compile_cuda
+    from eventkernel.models.presets import preset_config
+    start = time.perf_counter()
+    compiled = MegakernelRunner(TOKENS, CONTEXT).compile(preset_config(model), sm_count)
+    compile_cuda(generate(compiled.program, trace=trace).source, options=options,
+                 name="ek_step")
+    return f"{model} {' '.join(options) or '(default)'}: {time.perf_counter() - start:.0f} s"
 
 
 def _print_ring_phases(step) -> None:
@@ -29,45 +49,61 @@ def _print_ring_phases(step) -> None:
     raw = step.backend.trace_buffer.cpu().view(-1, 8).tolist()
     grids = step.backend.compiled.program.grids
     entries = [g for q in step.bucket.schedule.queues for g, _ in q]
-    by_name: dict[str, list] = {}
+    agg: dict[str, list] = {}
     for e, g in enumerate(entries):
         if grids[g].task_type != "linear":
             continue
         wait0, run0, end, _, staged, chunks_done, chunk_wait, pump = raw[e]
         if staged == 0:
             continue
-        name = grids[g].name.split(".")[-1]
-        by_name.setdefault(name, []).append(
+        agg.setdefault(grids[g].name.split(":")[-1], []).append(
             (staged - run0, chunks_done - staged, chunk_wait, pump, end - chunks_done))
-    print(f"  {'linear':<14}{'n':>6}{'stage':>8}{'chunks':>8}{'c-wait':>8}{'pump':>8}{'tail':>8} us")
-    agg: dict[str, list] = {}
-    for name, vals in by_name.items():
-        agg.setdefault(name.split(":")[-1], []).extend(vals)
+    heads = ("stage", "chunks", "c-wait", "pump", "tail")
+    print(f"  {'linear':<14}{'n':>6}" + "".join(f"{h:>8}" for h in heads) + " us")
     for name, vals in sorted(agg.items()):
         m = [sum(v[i] for v in vals) / len(vals) / 1e3 for i in range(5)]
         print(f"  {name:<14}{len(vals):>6}" + "".join(f"{x:>8.2f}" for x in m))
 
 
 def main() -> None:
-    model, tokens, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    names = sys.argv[4].split(",") if len(sys.argv) > 4 else list(VARIANTS)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    trace = "--trace" in sys.argv
+    models = args[0].split(",")
+    names = args[1].split(",") if len(args) > 1 else list(VARIANTS)
+    from eventkernel.cuda.launch import device_info
+    sm_count = device_info().sm_count
+    jobs = [(m, VARIANTS[n], trace, sm_count) for m in models for n in names]
+    with multiprocessing.get_context("spawn").Pool(min(len(jobs), 12)) as pool:
+        for line in pool.imap_unordered(_precompile, jobs):
+            print("compiled", line, flush=True)
+
+    import torch
+
+    from eventkernel.bench.megakernel import MegakernelRunner
+    from eventkernel.bench.timing import time_fn
+    from eventkernel.models.presets import preset_config
     rows = []
-    for name in names:
-        runner = MegakernelRunner(tokens, context, trace=True, options=VARIANTS[name])
-        step = runner(preset_config(model), tokens, context)
-        t = time_fn(step, 5, 30, device="cuda")
-        torch.cuda.synchronize()
-        recs = step.backend.trace_records(step.bucket)
-        lin = [r for r in recs if r.task_type == "linear"]
-        mean = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
-        rows.append((name, t.median_ms, mean))
-        if "-DEK_WEIGHT_RING" in VARIANTS[name]:
-            _print_ring_phases(step)
-        runner.close()
-        torch.cuda.empty_cache()
-    print(f"{'variant':<16}{'ms/step':>10}{'linear us':>12}")
-    for name, ms, lin in rows:
-        print(f"{name:<16}{ms:>10.3f}{lin:>12.2f}")
+    for model in models:
+        for name in names:
+            runner = MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
+                                      cold_compile=False)
+            step = runner(preset_config(model), TOKENS, CONTEXT)
+            ms = time_fn(step, 10, 100, device="cuda").median_ms
+            linear_us = float("nan")
+            if trace:
+                torch.cuda.synchronize()
+                lin = [r for r in step.backend.trace_records(step.bucket)
+                       if r.task_type == "linear"]
+                linear_us = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
+                if "-DEK_WEIGHT_RING" in VARIANTS[name]:
+                    _print_ring_phases(step)
+            rows.append((model, name, ms, linear_us))
+            print(f"{model:<14}{name:<16}{ms:8.3f} ms", flush=True)
+            runner.close()
+            torch.cuda.empty_cache()
+    print(f"{'model':<14}{'variant':<16}{'ms/step':>10}{'linear us':>12}")
+    for model, name, ms, lin in rows:
+        print(f"{model:<14}{name:<16}{ms:>10.3f}{lin:>12.2f}")
 
 
 if __name__ == "__main__":

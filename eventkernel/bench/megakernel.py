@@ -22,9 +22,12 @@ class MegakernelRunner:
     serves every (tokens, context) point from that one kernel."""
 
     def __init__(self, max_tokens: int, max_context: int, seed: int = 0,
-                 trace: bool = False, options: tuple[str, ...] = ()) -> None:
+                 trace: bool = False, options: tuple[str, ...] = (),
+                 cold_compile: bool = True) -> None:
+        """``cold_compile``: also time a kernel compile into an empty cache (the warm-up
+        report's cold figure; costs one more compile per model)."""
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
-        self.trace, self.options = trace, options
+        self.trace, self.options, self.cold_compile = trace, options, cold_compile
         self.backends: dict[str, Any] = {}
         self.build_parts_s: dict[str, float] = {}  # of the last model built
 
@@ -34,15 +37,12 @@ class MegakernelRunner:
         key = repr(sorted(config.items()))
         if key not in self.backends:
             self.backends.clear()                         # one model on the GPU at a time
-            model = ModelConfig.from_hf(config)
-            limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
-                            max_context=self.max_context + 16, dtype=DType.BF16)
             t0 = time.perf_counter()
-            compiled = compile_model(model, limits, Target(num_workers=device_info().sm_count))
+            compiled = self.compile(config, device_info().sm_count)
             t1 = time.perf_counter()
             weights = random_graph_weights(compiled.graph, self.seed, "cuda")
             t2 = time.perf_counter()
-            cold_s = self._cold_kernel_compile_s(compiled)
+            cold_s = self._cold_kernel_compile_s(compiled) if self.cold_compile else 0.0
             t3 = time.perf_counter()
             backend = CudaBackend(compiled, weights, trace=self.trace, options=self.options)
             t4 = time.perf_counter()
@@ -53,6 +53,12 @@ class MegakernelRunner:
                                   "load + tables": t4 - t3 - backend.compile_s}
             self.backends[key] = backend
         return self.backends[key]
+
+    def compile(self, config: dict, num_workers: int):
+        """The compiled program this runner builds for ``config`` (no GPU needed)."""
+        limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
+                        max_context=self.max_context + 16, dtype=DType.BF16)
+        return compile_model(ModelConfig.from_hf(config), limits, Target(num_workers=num_workers))
 
     def _cold_kernel_compile_s(self, compiled) -> float:
         """Generate + compile the kernel into an empty cache (what a first run pays)."""

@@ -149,8 +149,8 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
              "#define EK_TRACE" if trace else "",
              '#include "eventkernel.cuh"', "", "namespace ek {", c_declarations(), "}  // namespace ek",
              "using namespace ek;", "",
-             "/// Every tensor's device pointer, by buffer index: written by the host once, at load",
-             "/// (constant memory: event acquires do not evict it, as they do the L1 cache).",
+             "/// Every tensor's device pointer, by buffer index, written by the host at load",
+             "/// (constant memory: event acquires do not evict it as they do the L1 cache).",
              f"__constant__ void* {POINTER_TABLE}[{len(buffers)}];", ""]
     dispatch, prefetch, smem_kinds = [], [], []
     ring_dispatch, ring_tiles, ring_fits, ring_asserts = [], [], [], []
@@ -167,7 +167,8 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
         col = 0
         for i, f in enumerate(slots[0]):
             if f.tensor is not None:
-                members.append(f"static_cast<{f.c_type}>({POINTER_TABLE}[kKind{k}Buffers[slot][{col}]])")
+                pointer = f"{POINTER_TABLE}[kKind{k}Buffers[slot][{col}]]"
+                members.append(f"static_cast<{f.c_type}>({pointer})")
                 col += 1
             else:
                 members.append(f"static_cast<{f.c_type}>({f.value})")

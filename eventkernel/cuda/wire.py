@@ -61,7 +61,8 @@ ENTRY_EVENTS = Struct("EntryEvents", (
 
 # The per-bucket tables (device pointers) the kernel walks; one per shape bucket.
 BUCKET = Struct("BucketTables", (
-    ("queue", "unsigned long long"),            # TaskDesc[num_entries + 1], worker queues back to back, a pad entry
+    ("queue", "unsigned long long"),            # TaskDesc[num_entries + 1]: worker queues
+                                                # back to back, then a pad entry
     ("events", "unsigned long long"),           # EntryEvents[num_entries + 1]
     ("queue_begin", "unsigned long long"),      # int32[num_workers + 1]
     ("wait_begin", "unsigned long long"),       # int32[num_entries + 1]
