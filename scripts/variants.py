@@ -15,8 +15,10 @@ import multiprocessing
 import sys
 import time
 
+# name -> kernel build options; COMPILE_PASSES: variants that change the compile passes.
 VARIANTS = {
     "baseline": (),                                   # GEMV tasks, L2 prefetch 2 tasks ahead
+    "fused-gate": (),                                 # silu_mul fused into down_proj
     "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
     "lookahead-1": ("-DEK_LOOKAHEAD=1",),
     "lookahead-4": ("-DEK_LOOKAHEAD=4",),
@@ -27,21 +29,24 @@ VARIANTS = {
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
     "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),
 }
+COMPILE_PASSES = {"fused-gate": {"fuse_silu_mul": True}}
 TOKENS, CONTEXT = 1, 512
 
 
-def _precompile(job: tuple[str, tuple[str, ...], bool, int]) -> str:
+def _precompile(job: tuple[str, str, bool, int]) -> str:
     """Compile one variant into the kernel cache exactly as MegakernelRunner will ask."""
-    model, options, trace, sm_count = job
+    model, name, trace, sm_count = job
+    options = VARIANTS[name]
     from eventkernel.bench.megakernel import MegakernelRunner
     from eventkernel.cuda.codegen import generate
     from eventkernel.cuda.compile import compile_cuda
     from eventkernel.models.presets import preset_config
     start = time.perf_counter()
-    compiled = MegakernelRunner(TOKENS, CONTEXT).compile(preset_config(model), sm_count)
+    runner = MegakernelRunner(TOKENS, CONTEXT, passes=COMPILE_PASSES.get(name))
+    compiled = runner.compile(preset_config(model), sm_count)
     compile_cuda(generate(compiled.program, trace=trace).source, options=options,
                  name="ek_step")
-    return f"{model} {' '.join(options) or '(default)'}: {time.perf_counter() - start:.0f} s"
+    return f"{model} {name}: {time.perf_counter() - start:.0f} s"
 
 
 def _print_ring_phases(step) -> None:
@@ -72,7 +77,7 @@ def main() -> None:
     names = args[1].split(",") if len(args) > 1 else list(VARIANTS)
     from eventkernel.cuda.launch import device_info
     sm_count = device_info().sm_count
-    jobs = [(m, VARIANTS[n], trace, sm_count) for m in models for n in names]
+    jobs = [(m, n, trace, sm_count) for m in models for n in names]
     with multiprocessing.get_context("spawn").Pool(min(len(jobs), 12)) as pool:
         for line in pool.imap_unordered(_precompile, jobs):
             print("compiled", line, flush=True)
@@ -86,7 +91,7 @@ def main() -> None:
     for model in models:
         for name in names:
             runner = MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
-                                      cold_compile=False)
+                                      cold_compile=False, passes=COMPILE_PASSES.get(name))
             step = runner(preset_config(model), TOKENS, CONTEXT)
             ms = time_fn(step, 10, 100, device="cuda").median_ms
             linear_us = float("nan")
