@@ -104,7 +104,7 @@ def trace_step(config: dict, num_tokens: int, context_len: int, path: str) -> li
     import torch
 
     from eventkernel.bench.trace import summarize, to_chrome_trace
-    runner = MegakernelRunner(num_tokens, context_len, trace=True)
+    runner = MegakernelRunner(num_tokens, context_len, trace=True, cold_compile=False)
     step = runner(config, num_tokens, context_len)
     for _ in range(3):
         step()
