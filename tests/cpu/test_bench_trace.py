@@ -123,12 +123,13 @@ def test_chrome_trace_reads_back(tmp_path):
         [(r.sm, r.task_type, r.coords, r.start_ns, r.end_ns, r.wait_ns, r.bytes) for r in back]
 
 
-def test_committed_qwen3_8b_trace_is_valid():
-    """The H100 trace in bench/results reads back; every SM's fractions add up to one."""
+@pytest.mark.parametrize("name,tasks", [("2026-11-28-h100-qwen3-8b-trace", 51315),
+                                        ("2026-11-28-h200-llama-3.2-1b-trace", 17670)])
+def test_committed_traces_are_valid(name, tasks):
+    """The GPU traces in bench/results read back; every SM's fractions add up to one."""
     from pathlib import Path
-    path = Path(__file__).parents[2] / "bench/results/2026-11-28-h100-qwen3-8b-trace.json.gz"
-    records = from_chrome_trace(path)
-    assert len(records) == 51315 and {r.task_type for r in records} >= {"linear", "attention"}
+    records = from_chrome_trace(Path(__file__).parents[2] / f"bench/results/{name}.json.gz")
+    assert len(records) == tasks and {r.task_type for r in records} >= {"linear", "attention"}
     summary = summarize(records, quiet=True)
     assert len(summary.sms) == 132
     for sm in summary.sms:
