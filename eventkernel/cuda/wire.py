@@ -82,7 +82,7 @@ RUNTIME = Struct("RuntimeState", (
     ("step", "unsigned long long"),             # int32[2]: {step index, workers done}
     ("debug", "unsigned long long"),            # DebugState* or 0
     ("shape", "unsigned long long"),            # StepShape* (written by the host each step)
-    ("trace", "unsigned long long"),            # uint64[4 * entries] when tracing, else 0
+    ("trace", "unsigned long long"),            # uint64[8 * entries] when tracing, else 0
 ), "Pointers shared by every step.")
 
 WIRE_STRUCTS = (TASK_DESC, ENTRY_EVENTS, BUCKET, RUNTIME)
