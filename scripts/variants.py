@@ -15,10 +15,13 @@ import multiprocessing
 import sys
 import time
 
-# name -> kernel build options; COMPILE_PASSES: variants that change the compile passes.
+# name -> kernel build options; COMPILE_PASSES and TARGETS: variants that change the
+# compile passes or the tiling target instead.
 VARIANTS = {
     "baseline": (),                                   # GEMV tasks, L2 prefetch 2 tasks ahead
     "fused-gate": (),                                 # silu_mul fused into down_proj
+    "waves-2": (),                                    # at most 2 linear tasks per worker
+    "waves-1": (),                                    # ... one (fewer, larger tasks)
     "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
     "lookahead-1": ("-DEK_LOOKAHEAD=1",),
     "lookahead-4": ("-DEK_LOOKAHEAD=4",),
@@ -30,6 +33,7 @@ VARIANTS = {
     "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),
 }
 COMPILE_PASSES = {"fused-gate": {"fuse_silu_mul": True}}
+TARGETS = {"waves-2": {"waves": 2}, "waves-1": {"waves": 1}}
 TOKENS, CONTEXT = 1, 512
 
 
@@ -42,7 +46,8 @@ def _precompile(job: tuple[str, str, bool, int]) -> str:
     from eventkernel.cuda.compile import compile_cuda
     from eventkernel.models.presets import preset_config
     start = time.perf_counter()
-    runner = MegakernelRunner(TOKENS, CONTEXT, passes=COMPILE_PASSES.get(name))
+    runner = MegakernelRunner(TOKENS, CONTEXT, passes=COMPILE_PASSES.get(name),
+                              target=TARGETS.get(name))
     compiled = runner.compile(preset_config(model), sm_count)
     compile_cuda(generate(compiled.program, trace=trace).source, options=options,
                  name="ek_step")
@@ -91,7 +96,8 @@ def main() -> None:
     for model in models:
         for name in names:
             runner = MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
-                                      cold_compile=False, passes=COMPILE_PASSES.get(name))
+                                      cold_compile=False, passes=COMPILE_PASSES.get(name),
+                                      target=TARGETS.get(name))
             step = runner(preset_config(model), TOKENS, CONTEXT)
             ms = time_fn(step, 10, 100, device="cuda").median_ms
             linear_us = float("nan")

@@ -23,14 +23,16 @@ class MegakernelRunner:
 
     def __init__(self, max_tokens: int, max_context: int, seed: int = 0,
                  trace: bool = False, options: tuple[str, ...] = (),
-                 cold_compile: bool = True, passes: dict | None = None) -> None:
+                 cold_compile: bool = True, passes: dict | None = None,
+                 target: dict | None = None) -> None:
         """``options``: kernel build options (``-D...``); ``passes``: keyword arguments of
-        ``compile_model`` (e.g. ``{"fuse_silu_mul": True}``); ``cold_compile``: also time a
-        kernel compile into an empty cache (the warm-up report's cold figure; costs one
-        more compile per model)."""
+        ``compile_model`` (e.g. ``{"fuse_silu_mul": True}``); ``target``: fields of the
+        ``Target`` the program is cut for (e.g. ``{"waves": 2}``: fewer, larger tasks);
+        ``cold_compile``: also time a kernel compile into an empty cache (the warm-up
+        report's cold figure; costs one more compile per model)."""
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
         self.trace, self.options, self.cold_compile = trace, options, cold_compile
-        self.passes = passes or {}
+        self.passes, self.target = passes or {}, target or {}
         self.backends: dict[str, Any] = {}
         self.build_parts_s: dict[str, float] = {}  # of the last model built
 
@@ -61,8 +63,8 @@ class MegakernelRunner:
         """The compiled program this runner builds for ``config`` (no GPU needed)."""
         limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
                         max_context=self.max_context + 16, dtype=DType.BF16)
-        return compile_model(ModelConfig.from_hf(config), limits, Target(num_workers=num_workers),
-                             **self.passes)
+        target = Target(num_workers=num_workers, **self.target)
+        return compile_model(ModelConfig.from_hf(config), limits, target, **self.passes)
 
     def _cold_kernel_compile_s(self, compiled) -> float:
         """Generate + compile the kernel into an empty cache (what a first run pays)."""
