@@ -40,18 +40,18 @@ TOKENS, CONTEXT = 1, 512
 def _precompile(job: tuple[str, str, bool, int]) -> str:
     """Compile one variant into the kernel cache exactly as MegakernelRunner will ask."""
     model, name, trace, sm_count = job
-    options = VARIANTS[name]
-    from eventkernel.bench.megakernel import MegakernelRunner
-    from eventkernel.cuda.codegen import generate
-    from eventkernel.cuda.compile import compile_cuda
     from eventkernel.models.presets import preset_config
     start = time.perf_counter()
-    runner = MegakernelRunner(TOKENS, CONTEXT, passes=COMPILE_PASSES.get(name),
-                              target=TARGETS.get(name))
-    compiled = runner.compile(preset_config(model), sm_count)
-    compile_cuda(generate(compiled.program, trace=trace).source, options=options,
-                 name="ek_step")
+    runner = _runner(name, trace)
+    runner.compile_kernel(runner.compile(preset_config(model), sm_count))
     return f"{model} {name}: {time.perf_counter() - start:.0f} s"
+
+
+def _runner(name: str, trace: bool, **kwargs):
+    """The benchmark runner that builds variant ``name``."""
+    from eventkernel.bench.megakernel import MegakernelRunner
+    return MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
+                            passes=COMPILE_PASSES.get(name), target=TARGETS.get(name), **kwargs)
 
 
 def _print_ring_phases(step) -> None:
@@ -89,15 +89,12 @@ def main() -> None:
 
     import torch
 
-    from eventkernel.bench.megakernel import MegakernelRunner
     from eventkernel.bench.timing import time_fn
     from eventkernel.models.presets import preset_config
     rows = []
     for model in models:
         for name in names:
-            runner = MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
-                                      cold_compile=False, passes=COMPILE_PASSES.get(name),
-                                      target=TARGETS.get(name))
+            runner = _runner(name, trace, cold_compile=False)
             step = runner(preset_config(model), TOKENS, CONTEXT)
             ms = time_fn(step, 10, 100, device="cuda").median_ms
             linear_us = float("nan")

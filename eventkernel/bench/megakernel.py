@@ -66,16 +66,20 @@ class MegakernelRunner:
         target = Target(num_workers=num_workers, **self.target)
         return compile_model(ModelConfig.from_hf(config), limits, target, **self.passes)
 
+    def compile_kernel(self, compiled, cache_dir: str | None = None) -> None:
+        """Generate and compile the kernel the backend will load into the disk cache (no
+        GPU needed), with this runner's trace flag and build options."""
+        from eventkernel.cuda.codegen import generate
+        from eventkernel.cuda.compile import compile_cuda
+        source = generate(compiled.program, trace=self.trace).source
+        compile_cuda(source, options=self.options, cache_dir=cache_dir, name="ek_step")
+
     def _cold_kernel_compile_s(self, compiled) -> float:
         """Generate + compile the kernel into an empty cache (what a first run pays)."""
         import tempfile
-
-        from eventkernel.cuda.codegen import generate
-        from eventkernel.cuda.compile import compile_cuda
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as cache:
-            source = generate(compiled.program, trace=self.trace).source
-            compile_cuda(source, options=self.options, cache_dir=cache, name="ek_step")
+            self.compile_kernel(compiled, cache)
         return time.perf_counter() - t0
 
     def __call__(self, config: dict, num_tokens: int, context_len: int):

@@ -135,10 +135,9 @@ class CudaBackend:
                 self.buffers[name] = torch.zeros(tensor.concrete_shape(hull), dtype=dtype,
                                                  device=self.device)
         pointers = [self.buffers[n].data_ptr() for n in self.kernel_source.buffers]
-        self.pointer_table = torch.tensor(pointers, dtype=torch.uint64, device=self.device)
+        pointer_table = torch.tensor(pointers, dtype=torch.uint64, device=self.device)
         torch.cuda.synchronize(self.device)
-        self.module.copy_to_global(POINTER_TABLE, self.pointer_table.data_ptr(),
-                                   8 * len(pointers))
+        self.module.copy_to_global(POINTER_TABLE, pointer_table.data_ptr(), 8 * len(pointers))
         num_counters = sum(e.size for e in self.compiled.plan.events)
         self.counters = torch.zeros(2 * max(1, num_counters), dtype=torch.int32,
                                     device=self.device)

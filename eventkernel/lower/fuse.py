@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from eventkernel.ir.graph import Graph, Node, OpKind
 
@@ -12,22 +13,10 @@ def fuse_norm_into_linear(graph: Graph) -> Graph:
     The norm's output must be read only by linears before it is next overwritten; the
     norm op disappears and each such linear gets ``x`` and the norm weight as inputs.
     """
-    nodes = list(graph.nodes)
-    drop: set[int] = set()
-    for i, norm in enumerate(nodes):
-        if norm.kind is not OpKind.RMSNORM:
-            continue
-        out = norm.outputs["out"]
-        consumers = _readers(nodes, i, out)
-        if not consumers or any(nodes[j].kind is not OpKind.LINEAR
-                                or nodes[j].inputs.get("x") != out for j in consumers):
-            continue
-        for j in consumers:
-            lin = nodes[j]
-            inputs = {**lin.inputs, "x": norm.inputs["x"], "norm": norm.inputs["weight"]}
-            nodes[j] = replace(lin, inputs=inputs, attrs={**lin.attrs, "eps": norm.attrs["eps"]})
-        drop.add(i)
-    return graph.with_nodes(tuple(n for i, n in enumerate(nodes) if i not in drop))
+    def rewrite(norm: Node, lin: Node) -> Node:
+        inputs = {**lin.inputs, "x": norm.inputs["x"], "norm": norm.inputs["weight"]}
+        return replace(lin, inputs=inputs, attrs={**lin.attrs, "eps": norm.attrs["eps"]})
+    return _fuse_into_linears(graph, OpKind.RMSNORM, rewrite)
 
 
 def fuse_silu_mul_into_linear(graph: Graph) -> Graph:
@@ -35,22 +24,32 @@ def fuse_silu_mul_into_linear(graph: Graph) -> Graph:
     ``silu(gate) * up``, computed as it stages them (attribute ``gated``).
 
     Removes a whole stage (and its event waits) from every MLP. As for norms, the
-    silu_mul output must be read only by linears, as ``x``, before it is next overwritten.
+    silu_mul output must be read only by linears, as ``x``, before it is next overwritten,
+    and those linears must not normalise their input too.
     """
+    def rewrite(act: Node, lin: Node) -> Node:
+        return replace(lin, inputs={**lin.inputs, "x": act.inputs["x"]},
+                       attrs={**lin.attrs, "gated": True})
+    return _fuse_into_linears(graph, OpKind.SILU_MUL, rewrite,
+                              accept=lambda lin: "norm" not in lin.inputs)
+
+
+def _fuse_into_linears(graph: Graph, kind: OpKind, rewrite: Callable[[Node, Node], Node],
+                       accept: Callable[[Node], bool] = lambda lin: True) -> Graph:
+    """Drop every ``kind`` op whose output only linears read, as ``x`` (and ``accept``),
+    before it is next overwritten; ``rewrite(op, linear)`` gives each reader its place."""
     nodes = list(graph.nodes)
     drop: set[int] = set()
-    for i, act in enumerate(nodes):
-        if act.kind is not OpKind.SILU_MUL:
+    for i, op in enumerate(nodes):
+        if op.kind is not kind:
             continue
-        consumers = _readers(nodes, i, act.outputs["out"])
-        if not consumers or any(nodes[j].kind is not OpKind.LINEAR or "norm" in nodes[j].inputs
-                                or nodes[j].inputs.get("x") != act.outputs["out"]
-                                for j in consumers):
+        out = op.outputs["out"]
+        readers = _readers(nodes, i, out)
+        if not readers or any(nodes[j].kind is not OpKind.LINEAR or nodes[j].inputs.get("x") != out
+                              or not accept(nodes[j]) for j in readers):
             continue
-        for j in consumers:
-            lin = nodes[j]
-            nodes[j] = replace(lin, inputs={**lin.inputs, "x": act.inputs["x"]},
-                               attrs={**lin.attrs, "gated": True})
+        for j in readers:
+            nodes[j] = rewrite(op, nodes[j])
         drop.add(i)
     return graph.with_nodes(tuple(n for i, n in enumerate(nodes) if i not in drop))
 
