@@ -524,6 +524,16 @@ __device__ __forceinline__ void notify_entry(const Entry& x, int e, const Bucket
     }
 }
 
+/// Tasks whose run() takes the runtime's wait and calls it after issuing its weight loads.
+template <class T, class = void>
+struct waits_in_run {
+    static constexpr bool value = false;
+};
+template <class T>
+struct waits_in_run<T, decltype(void(T::kWaitsInRun))> {
+    static constexpr bool value = T::kWaitsInRun;
+};
+
 /// One task: weights first (they never wait), then the events, then the task itself;
 /// notify after its writes. Out-of-shape tasks skip the work but still wait and notify:
 /// the events' transitive reduction relies on every task's waits. The entry ``x`` was
@@ -540,15 +550,24 @@ __device__ __forceinline__ bool run_task(const typename Task::Args& args, const 
 #endif
     const TaskDesc& d = x.d;
     const bool active = Task::active(shape, d.c0, d.c1, d.c2);
-    if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
-    if (!wait_entry(x, e, bt, counters, dbg)) {
-        if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
-        return false;
-    }
+    const auto wait = [&]() {
+        const bool ok = wait_entry(x, e, bt, counters, dbg);
 #ifdef EK_TRACE
-    if (threadIdx.x == 0) trace[1] = global_ns();
+        if (threadIdx.x == 0) trace[1] = global_ns();
 #endif
-    if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+        return ok;
+    };
+    if constexpr (waits_in_run<Task>::value) {
+        // The task issues its first weight loads, then waits.
+        if (!Task::run(args, shape, d.c0, d.c1, d.c2, smem, active, wait)) return false;
+    } else {
+        if (active) Task::prefetch(args, d.c0, d.c1, d.c2, smem);
+        if (!wait()) {
+            if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);  // drain async copies
+            return false;
+        }
+        if (active) Task::run(args, shape, d.c0, d.c1, d.c2, smem);
+    }
     notify_entry(x, e, bt, counters);
 #ifdef EK_TRACE
     if (threadIdx.x == 0) {

@@ -88,7 +88,7 @@ class LLM:
                              dtype=DType.BF16 if dtype == "bf16" else DType.F32)
         if self.backend_name == "cuda":
             from eventkernel.cuda.launch import device_info
-            workers = device_info()["sm_count"]
+            workers = device_info().sm_count
         else:
             # NOTE: one worker is fastest on the CPU (threads only contend for the GIL and
             # torch's own pool); more are for testing interleavings.

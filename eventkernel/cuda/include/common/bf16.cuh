@@ -65,6 +65,19 @@ __device__ __forceinline__ void load8(const float* p, float (&f)[8]) {
     f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
 
+/// Dot product of 8 bf16 weights and 8 bf16 activations (16 bytes each), in fp32.
+__device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
+    float s = bf16x2_lo(w.x) * bf16x2_lo(x.x);
+    s += bf16x2_hi(w.x) * bf16x2_hi(x.x);
+    s += bf16x2_lo(w.y) * bf16x2_lo(x.y);
+    s += bf16x2_hi(w.y) * bf16x2_hi(x.y);
+    s += bf16x2_lo(w.z) * bf16x2_lo(x.z);
+    s += bf16x2_hi(w.z) * bf16x2_hi(x.z);
+    s += bf16x2_lo(w.w) * bf16x2_lo(x.w);
+    s += bf16x2_hi(w.w) * bf16x2_hi(x.w);
+    return s;
+}
+
 /// Store 8 fp32 as 8 consecutive bf16 (one 16-byte store).
 __device__ __forceinline__ void store8(bf16* p, const float (&f)[8]) {
     uint4 v;

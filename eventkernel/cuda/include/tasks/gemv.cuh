@@ -46,7 +46,20 @@ struct GemvTask {
     /// Rows staged in shared memory: as many as fit in 160 KB, at most 16.
     static constexpr int kMaxRows = K * 2 * 16 <= 160 * 1024 ? 16 : (K * 2 * 8 <= 160 * 1024 ? 8 : 4);
     static constexpr int kRstdOffset = kMaxRows * K * 2;
-    static constexpr int kSmemBytes = kRstdOffset + kMaxRows * 4;
+    static constexpr int kNormOffset = kRstdOffset + kMaxRows * 4;  // the RMSNorm weight, bf16
+    static constexpr int kSmemBytes = kNormOffset + (kFuseNorm ? K * 2 : 0);
+
+    /// 16-byte loads per lane for one output feature; a lane holds at most EK_GEMV_BATCH.
+    static constexpr int kIters = (K + 255) / 256;
+    static constexpr int kLoads = kIters < EK_GEMV_BATCH ? kIters : EK_GEMV_BATCH;
+    /// Output features one warp reads per pass: short rows share the batch, so a small
+    /// tile's weights are in flight all at once.
+    static constexpr int kCols = cmax(1, cmin(EK_GEMV_BATCH / kIters, TN / kWarps));
+    static constexpr int kBatch = kCols * kLoads;  // weight registers per lane
+    static constexpr int kPassN = kWarps * kCols;  // output features per pass of the CTA
+
+    /// run() calls the runtime's wait itself, after issuing its first weight loads.
+    static constexpr bool kWaitsInRun = true;
 
     /// Rows this path handles: the whole step must fit in one row tile of kMaxRows.
     __device__ static bool handles(const StepShape& shape) {
@@ -68,121 +81,174 @@ struct GemvTask {
 
     __device__ static void prefetch(const Args&, int, int, int, char*) {}
 
-    __device__ static void run(const Args& args, const StepShape& shape, int c0, int c1, int,
+    /// The task alone (no events to wait for).
+    __device__ static void run(const Args& args, const StepShape& shape, int c0, int c1, int c2,
                                char* smem) {
+        run(args, shape, c0, c1, c2, smem, true, [] { return true; });
+    }
+
+    /// The task inside the runtime: the first batch of weights and the RMSNorm weight are
+    /// requested before ``wait()`` (weights never depend on events), so their latency
+    /// overlaps the wait and the staging of the activations. ``wait()`` is called exactly
+    /// once, by all threads, even when the task is inactive; returns its result.
+    template <class Wait>
+    __device__ static bool run(const Args& args, const StepShape& shape, int c0, int c1, int,
+                               char* smem, bool active, Wait&& wait) {
         const RowTile rows = row_tile(shape, kRows, c0);
         const int n0 = c1 * TN;
         const int valid_n = cmin(TN, args.n - n0);
-        if (rows.count == 0 || valid_n <= 0) return;
+        if (!active || rows.count == 0 || valid_n <= 0) return wait();
         bf16* xs = reinterpret_cast<bf16*>(smem);
         float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
-        const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
-        const int warp = warp_id();
-        const int lane = lane_id();
+        bf16* gs = reinterpret_cast<bf16*>(smem + kNormOffset);
         if constexpr (kFuseNorm) {
+            for (int k = threadIdx.x * 8; k < K; k += kThreads) cp_async16(gs + k, args.norm_weight + k);
+            cp_async_commit();
+        }
+        uint4 wv[kBatch];
+        load_batch(args, n0, valid_n, 0, 0, wv);
+        if (!wait()) {
+            if constexpr (kFuseNorm) cp_async_wait<0>();
+            return false;
+        }
+        stage(args, rows, xs, rstd, gs);
+        // NOTE: one compact loop per row count; the others stay out of the instruction cache.
+        if (rows.count <= 1) {
+            dot_rows<1>(args, rows, n0, valid_n, xs, wv);
+        } else if (rows.count <= 2) {
+            dot_rows<2>(args, rows, n0, valid_n, xs, wv);
+        } else if (rows.count <= 4) {
+            dot_rows<4>(args, rows, n0, valid_n, xs, wv);
+        } else if constexpr (kMaxRows >= 8) {
+            if (rows.count <= 8) {
+                dot_rows<8>(args, rows, n0, valid_n, xs, wv);
+            } else if constexpr (kMaxRows >= 16) {
+                dot_rows<16>(args, rows, n0, valid_n, xs, wv);
+            }
+        }
+        __syncthreads();  // smem is free for the next task
+        return true;
+    }
+
+  private:
+    /// Output feature (within the tile) of weight register ``c`` of this warp in ``pass``.
+    __device__ static int feature(int pass, int c) { return pass * kPassN + c * kWarps + warp_id(); }
+
+    /// Issue batch ``base`` (in 16-byte steps along K) of pass ``pass``: kLoads loads for
+    /// each of the warp's kCols features; zeros past the tile or K.
+    __device__ static void load_batch(const Args& args, int n0, int valid_n, int pass, int base,
+                                      uint4 (&wv)[kBatch]) {
+        const int lane = lane_id();
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const int n = feature(pass, c);
+            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
+#pragma unroll
+            for (int u = 0; u < kLoads; ++u) {
+                const int k = (base + u) * 256 + lane * 8;
+                wv[c * kLoads + u] = n < valid_n && k < K ? ld_nc_v4(w + k)
+                                                          : make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+    }
+
+    /// Stage the activation rows in shared memory as bf16: normalised,
+    /// a = bf16(g * bf16(x * rstd)), gated, a = bf16(bf16(silu(gate)) * up), or copied.
+    __device__ static void stage(const Args& args, RowTile rows, bf16* xs, float* rstd,
+                                 const bf16* gs) {
+        const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
+        if constexpr (kFuseNorm) {
+            // One pass over x: a warp per row copies it and sums its squares.
+            const int warp = warp_id();
+            const int lane = lane_id();
             for (int r = warp; r < rows.count; r += kWarps) {
                 float ss = 0.f;
+#pragma unroll 4
                 for (int k = lane * 8; k < K; k += 256) {
+                    const uint4 v = *reinterpret_cast<const uint4*>(x + static_cast<long long>(r) * K + k);
+                    *reinterpret_cast<uint4*>(xs + r * K + k) = v;
                     float f[8];
-                    load8(x + static_cast<long long>(r) * K + k, f);
+                    unpack8(v, f);
 #pragma unroll
                     for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
                 }
                 ss = warp_sum(ss);
                 if (lane == 0) rstd[r] = rsqrtf(ss / K + args.eps);
             }
+            cp_async_wait<0>();  // the norm weight
             __syncthreads();
-        }
-        // Stage the activation rows as bf16: normalised, a = bf16(g * bf16(x * rstd)), or
-        // gated, a = bf16(bf16(silu(gate)) * up).
-        for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
-            const int r = i / (K / 8);
-            const int k = (i % (K / 8)) * 8;
-            const bf16* row = x + static_cast<long long>(r) * kInputPitch;
-            float f[8];
-            if constexpr (kGated) {
-                silu_gate8(row + k, row + K + k, f);
-            } else {
-                load8(row + k, f);
-            }
-            if constexpr (kFuseNorm) {
-                float g[8];
-                load8(args.norm_weight + k, g);
+            for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
+                const int r = i / (K / 8);
+                const int k = (i % (K / 8)) * 8;
+                float f[8], g[8];
+                load8(xs + r * K + k, f);
+                load8(gs + k, g);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) f[e] = round_bf16(g[e] * round_bf16(f[e] * rstd[r]));
+                store8(xs + r * K + k, f);
             }
-            store8(xs + r * K + k, f);
+        } else {
+            for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
+                const int r = i / (K / 8);
+                const int k = (i % (K / 8)) * 8;
+                const bf16* row = x + static_cast<long long>(r) * kInputPitch;
+                if constexpr (kGated) {
+                    float f[8];
+                    silu_gate8(row + k, row + K + k, f);
+                    store8(xs + r * K + k, f);
+                } else {
+                    copy8(xs + r * K + k, row + k);
+                }
+            }
         }
         __syncthreads();
-        // NOTE: one compact loop per row count; the others stay out of the instruction cache.
-        if (rows.count <= 1) {
-            dot_rows<1>(args, rows, n0, valid_n, xs);
-        } else if (rows.count <= 2) {
-            dot_rows<2>(args, rows, n0, valid_n, xs);
-        } else if (rows.count <= 4) {
-            dot_rows<4>(args, rows, n0, valid_n, xs);
-        } else if constexpr (kMaxRows >= 8) {
-            if (rows.count <= 8) {
-                dot_rows<8>(args, rows, n0, valid_n, xs);
-            } else if constexpr (kMaxRows >= 16) {
-                dot_rows<16>(args, rows, n0, valid_n, xs);
-            }
-        }
-        __syncthreads();  // smem is free for the next task
     }
 
-  private:
-    /// Each warp takes output features n = warp, warp + 8, ...: a batch of 16-byte weight
-    /// loads per lane in flight, dot products against the R staged rows, warp reduction.
+    /// Each warp takes kCols output features per pass (feature()), its weight loads in
+    /// flight a batch at a time (the first batch was issued before the wait), dot products
+    /// against the R staged rows, warp reduction.
     template <int R>
     __device__ static void dot_rows(const Args& args, RowTile rows, int n0, int valid_n,
-                                    const bf16* xs) {
-        const int warp = warp_id();
+                                    const bf16* xs, uint4 (&wv)[kBatch]) {
         const int lane = lane_id();
-        constexpr int kIters = (K + 255) / 256;        // 16-byte loads per lane per row
-        constexpr int kBatch = kIters < EK_GEMV_BATCH ? kIters : EK_GEMV_BATCH;  // in flight per lane
-        for (int n = warp; n < valid_n; n += kWarps) {
-            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
-            float acc[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) acc[r] = 0.f;
 #pragma unroll 1
-            for (int base = 0; base < kIters; base += kBatch) {
-                uint4 wv[kBatch];
+        for (int pass = 0; pass * kPassN < valid_n; ++pass) {
+            float acc[kCols][R];
 #pragma unroll
-                for (int u = 0; u < kBatch; ++u) {
-                    const int k = (base + u) * 256 + lane * 8;
-                    wv[u] = k < K ? ld_nc_v4(w + k) : make_uint4(0u, 0u, 0u, 0u);
-                }
+            for (int c = 0; c < kCols; ++c)
 #pragma unroll
-                for (int u = 0; u < kBatch; ++u) {
+                for (int r = 0; r < R; ++r) acc[c][r] = 0.f;
+#pragma unroll 1
+            for (int base = 0; base < kIters; base += kLoads) {
+                if (pass > 0 || base > 0) load_batch(args, n0, valid_n, pass, base, wv);
+#pragma unroll
+                for (int u = 0; u < kLoads; ++u) {
                     const int k = (base + u) * 256 + lane * 8;
                     if (k >= K) continue;
-                    const unsigned wu[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
 #pragma unroll
                     for (int r = 0; r < R; ++r) {
                         if (r < rows.count) {
                             const uint4 xv = *reinterpret_cast<const uint4*>(xs + r * K + k);
-                            const unsigned xu[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
-                            for (int e = 0; e < 4; ++e) {
-                                acc[r] += bf16x2_lo(wu[e]) * bf16x2_lo(xu[e]);
-                                acc[r] += bf16x2_hi(wu[e]) * bf16x2_hi(xu[e]);
-                            }
+                            for (int c = 0; c < kCols; ++c) acc[c][r] += dot8(wv[c * kLoads + u], xv);
                         }
                     }
                 }
             }
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                if (r < rows.count) {
-                    const float total = warp_sum(acc[r]);
-                    if (lane == 0) {
-                        const long long o = static_cast<long long>(rows.begin + r) * args.n + n0 + n;
-                        if constexpr (kResidual) {
-                            args.out[o] = to_out(to_float(args.residual[o]) + round_bf16(total));
-                        } else {
-                            args.out[o] = to_out(total);
+            for (int c = 0; c < kCols; ++c) {
+                const int n = feature(pass, c);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    if (r < rows.count) {
+                        const float total = warp_sum(acc[c][r]);
+                        if (lane == 0 && n < valid_n) {
+                            const long long o = static_cast<long long>(rows.begin + r) * args.n + n0 + n;
+                            if constexpr (kResidual) {
+                                args.out[o] = to_out(to_float(args.residual[o]) + round_bf16(total));
+                            } else {
+                                args.out[o] = to_out(total);
+                            }
                         }
                     }
                 }

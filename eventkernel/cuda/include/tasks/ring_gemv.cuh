@@ -271,18 +271,6 @@ __device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
     return v;
 }
 
-__device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
-    float s = bf16x2_lo(w.x) * bf16x2_lo(x.x);
-    s += bf16x2_hi(w.x) * bf16x2_hi(x.x);
-    s += bf16x2_lo(w.y) * bf16x2_lo(x.y);
-    s += bf16x2_hi(w.y) * bf16x2_hi(x.y);
-    s += bf16x2_lo(w.z) * bf16x2_lo(x.z);
-    s += bf16x2_hi(w.z) * bf16x2_hi(x.z);
-    s += bf16x2_lo(w.w) * bf16x2_lo(x.w);
-    s += bf16x2_hi(w.w) * bf16x2_hi(x.w);
-    return s;
-}
-
 __device__ __forceinline__ int pow2_at_least(int v) {
     int p = 1;
     while (p < v) p <<= 1;
