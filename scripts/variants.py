@@ -27,6 +27,7 @@ VARIANTS = {
     "lookahead-4": ("-DEK_LOOKAHEAD=4",),
     "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
     "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
+    "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
     "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
     "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),

@@ -2,9 +2,12 @@
  * @file gemv.cuh
  * @brief GemvTask: the decode path of a linear, for up to kMaxRows token rows. Same Args
  *        and math as LinearTask (fused RMSNorm or gating, residual, bf16 or fp32 output),
- *        but the weights are read once with 16-byte loads by every warp, straight from L2 where
- *        the worker's l2_prefetch() put them while earlier tasks ran, and reduced with
- *        warp shuffles: no shared-memory ring, no per-chunk barriers.
+ *        but the weights are read once with 16-byte loads into registers, from L2 where the
+ *        worker's l2_prefetch() put them while earlier tasks ran, and reduced with warp
+ *        shuffles: no shared-memory ring, no per-chunk barriers. A warp reads several output
+ *        features at once when rows are short, so a small tile is in flight all at once, and
+ *        the first batch of loads is issued before the task waits on its events (weights
+ *        never depend on them), overlapping the wait and the staging of the activations.
  *
  * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
  */
@@ -14,6 +17,9 @@
 #include "../step.cuh"
 #include "linear.cuh"
 
+#ifndef EK_GEMV_EARLY
+#define EK_GEMV_EARLY 1  // 0: the first weight batch waits for the events and the staging
+#endif
 #ifndef EK_GEMV_BATCH
 #define EK_GEMV_BATCH 16  // 16-byte weight loads each lane keeps in flight
 #endif
@@ -46,15 +52,16 @@ struct GemvTask {
     /// Rows staged in shared memory: as many as fit in 160 KB, at most 16.
     static constexpr int kMaxRows = K * 2 * 16 <= 160 * 1024 ? 16 : (K * 2 * 8 <= 160 * 1024 ? 8 : 4);
     static constexpr int kRstdOffset = kMaxRows * K * 2;
-    static constexpr int kNormOffset = kRstdOffset + kMaxRows * 4;  // the RMSNorm weight, bf16
+    static constexpr int kNormOffset = kRstdOffset + (kMaxRows + kWarps) * 4;  // RMSNorm weight
     static constexpr int kSmemBytes = kNormOffset + (kFuseNorm ? K * 2 : 0);
 
     /// 16-byte loads per lane for one output feature; a lane holds at most EK_GEMV_BATCH.
     static constexpr int kIters = (K + 255) / 256;
     static constexpr int kLoads = kIters < EK_GEMV_BATCH ? kIters : EK_GEMV_BATCH;
     /// Output features one warp reads per pass: short rows share the batch, so a small
-    /// tile's weights are in flight all at once.
-    static constexpr int kCols = cmax(1, cmin(EK_GEMV_BATCH / kIters, TN / kWarps));
+    /// tile's weights are in flight all at once. At most 2: the accumulators are
+    /// kCols x rows registers (3 or more spill in the SmolLM2 kernel, K = 576).
+    static constexpr int kCols = cmax(1, cmin(cmin(EK_GEMV_BATCH / kIters, TN / kWarps), 2));
     static constexpr int kBatch = kCols * kLoads;  // weight registers per lane
     static constexpr int kPassN = kWarps * kCols;  // output features per pass of the CTA
 
@@ -106,7 +113,7 @@ struct GemvTask {
             cp_async_commit();
         }
         uint4 wv[kBatch];
-        load_batch(args, n0, valid_n, 0, 0, wv);
+        if (EK_GEMV_EARLY) load_batch(args, n0, valid_n, 0, 0, wv);
         if (!wait()) {
             if constexpr (kFuseNorm) cp_async_wait<0>();
             return false;
@@ -154,32 +161,61 @@ struct GemvTask {
 
     /// Stage the activation rows in shared memory as bf16: normalised,
     /// a = bf16(g * bf16(x * rstd)), gated, a = bf16(bf16(silu(gate)) * up), or copied.
+    /// Every thread takes part in each phase, so a row's loads are in flight together.
     __device__ static void stage(const Args& args, RowTile rows, bf16* xs, float* rstd,
                                  const bf16* gs) {
         const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
+        constexpr int kChunks = K / 8;  // 16-byte chunks per row
+#pragma unroll 2
+        for (int i = threadIdx.x; i < rows.count * kChunks; i += kThreads) {
+            const int r = i / kChunks;
+            const int k = (i % kChunks) * 8;
+            const bf16* row = x + static_cast<long long>(r) * kInputPitch;
+            if constexpr (kGated) {
+                float f[8];
+                silu_gate8(row + k, row + K + k, f);
+                store8(xs + r * K + k, f);
+            } else {
+                copy8(xs + r * K + k, row + k);
+            }
+        }
+        __syncthreads();
         if constexpr (kFuseNorm) {
-            // One pass over x: a warp per row copies it and sums its squares.
-            const int warp = warp_id();
-            const int lane = lane_id();
-            for (int r = warp; r < rows.count; r += kWarps) {
+            // Sum of squares: each row in kWarps / rows segments (one warp each), partial
+            // sums added in a fixed order (deterministic).
+            float* partial = rstd + kMaxRows;  // kWarps floats (R * segments <= kWarps)
+            const int segments = rows.count >= kWarps ? 1 : kWarps / rows.count;
+            const int per_segment = ceil_div(kChunks, segments);
+            for (int item = warp_id(); item < rows.count * segments; item += kWarps) {
+                const int r = item / segments;
+                const int end = cmin(kChunks, (item % segments + 1) * per_segment);
                 float ss = 0.f;
-#pragma unroll 4
-                for (int k = lane * 8; k < K; k += 256) {
-                    const uint4 v = *reinterpret_cast<const uint4*>(x + static_cast<long long>(r) * K + k);
-                    *reinterpret_cast<uint4*>(xs + r * K + k) = v;
+                for (int c = (item % segments) * per_segment + lane_id(); c < end; c += 32) {
                     float f[8];
-                    unpack8(v, f);
+                    load8(xs + r * K + c * 8, f);
 #pragma unroll
-                    for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+                    for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
                 }
                 ss = warp_sum(ss);
-                if (lane == 0) rstd[r] = rsqrtf(ss / K + args.eps);
+                if (lane_id() == 0) {
+                    if (segments == 1) {
+                        rstd[r] = rsqrtf(ss / K + args.eps);
+                    } else {
+                        partial[item] = ss;
+                    }
+                }
             }
             cp_async_wait<0>();  // the norm weight
             __syncthreads();
-            for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
-                const int r = i / (K / 8);
-                const int k = (i % (K / 8)) * 8;
+            if (segments > 1 && threadIdx.x < rows.count) {
+                float ss = 0.f;
+                for (int s = 0; s < segments; ++s) ss += partial[threadIdx.x * segments + s];
+                rstd[threadIdx.x] = rsqrtf(ss / K + args.eps);
+            }
+            __syncthreads();
+            for (int i = threadIdx.x; i < rows.count * kChunks; i += kThreads) {
+                const int r = i / kChunks;
+                const int k = (i % kChunks) * 8;
                 float f[8], g[8];
                 load8(xs + r * K + k, f);
                 load8(gs + k, g);
@@ -187,21 +223,8 @@ struct GemvTask {
                 for (int e = 0; e < 8; ++e) f[e] = round_bf16(g[e] * round_bf16(f[e] * rstd[r]));
                 store8(xs + r * K + k, f);
             }
-        } else {
-            for (int i = threadIdx.x; i < rows.count * (K / 8); i += kThreads) {
-                const int r = i / (K / 8);
-                const int k = (i % (K / 8)) * 8;
-                const bf16* row = x + static_cast<long long>(r) * kInputPitch;
-                if constexpr (kGated) {
-                    float f[8];
-                    silu_gate8(row + k, row + K + k, f);
-                    store8(xs + r * K + k, f);
-                } else {
-                    copy8(xs + r * K + k, row + k);
-                }
-            }
+            __syncthreads();
         }
-        __syncthreads();
     }
 
     /// Each warp takes kCols output features per pass (feature()), its weight loads in
@@ -220,7 +243,7 @@ struct GemvTask {
                 for (int r = 0; r < R; ++r) acc[c][r] = 0.f;
 #pragma unroll 1
             for (int base = 0; base < kIters; base += kLoads) {
-                if (pass > 0 || base > 0) load_batch(args, n0, valid_n, pass, base, wv);
+                if (pass > 0 || base > 0 || !EK_GEMV_EARLY) load_batch(args, n0, valid_n, pass, base, wv);
 #pragma unroll
                 for (int u = 0; u < kLoads; ++u) {
                     const int k = (base + u) * 256 + lane * 8;
