@@ -77,3 +77,29 @@ def test_bad_inputs(llm, tmp_path):
                                           '["GPT2LMHeadModel"]}')
     with pytest.raises(ValueError, match="unsupported|not supported"):
         LLM(tmp_path, backend="cpu")
+
+
+def test_cuda_path_builds_for_the_device(monkeypatch):
+    """The API's CUDA path, with the GPU faked: the program is cut for the device's SM
+    count and handed to the CUDA backend in bf16 (a GPU run once crashed right here)."""
+    import eventkernel.cuda.backend as cuda_backend
+    import eventkernel.cuda.launch as launch
+    import eventkernel.serve.llm as llm_module
+
+    built = {}
+
+    class FakeCudaBackend:
+        def __init__(self, compiled, weights):
+            built["compiled"], built["weights"] = compiled, weights
+
+    monkeypatch.setattr(llm_module, "pick_backend", lambda backend: "cuda")
+    monkeypatch.setattr(launch, "device_info", lambda *a, **k: launch.DeviceInfo(
+        ordinal=0, name="fake H100", sm_count=7, compute_capability=(9, 0),
+        max_shared_per_block_optin=227 * 1024, l2_bytes=50 << 20))
+    monkeypatch.setattr(cuda_backend, "CudaBackend", FakeCudaBackend)
+    gpu = LLM(max_context=128)
+    assert gpu.backend_name == "cuda"
+    assert isinstance(gpu.backend, FakeCudaBackend)
+    assert built["compiled"] is gpu.compiled
+    assert gpu.limits.dtype.name == "BF16"
+    assert gpu.compiled.target.num_workers == 7
