@@ -18,17 +18,21 @@ import time
 # name -> kernel build options; COMPILE_PASSES and TARGETS: variants that change the
 # compile passes or the tiling target instead.
 VARIANTS = {
-    "baseline": (),                                   # GEMV tasks, L2 prefetch 2 tasks ahead
+    "baseline": (),                                   # GEMV tasks; L2 asked for the first
+                                                      # 32 KB of the next task's weights
     "fused-gate": (),                                 # silu_mul fused into down_proj
     "waves-2": (),                                    # at most 2 linear tasks per worker
     "waves-1": (),                                    # ... one (fewer, larger tasks)
     "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
-    "lookahead-1": ("-DEK_LOOKAHEAD=1",),
-    "lookahead-4": ("-DEK_LOOKAHEAD=4",),
+    "l2-16k": ("-DEK_L2_PREFETCH_BYTES=16384",),
+    "l2-64k": ("-DEK_L2_PREFETCH_BYTES=65536",),
+    "l2-2-tasks": ("-DEK_LOOKAHEAD=2",),
+    "l2-whole-tiles": ("-DEK_LOOKAHEAD=2", "-DEK_L2_PREFETCH_BYTES=0"),  # before session 5
     "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
     "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
     "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
-    "no-fence": ("-DEK_NOTIFY_NO_FENCE",),
+    "gemv-pf": ("-DEK_GEMV_PF=1",),                   # each batch asks L2 for the next one
+    "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify
     "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
     "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),

@@ -326,16 +326,14 @@ __device__ __forceinline__ bool wait_entry(int e, const BucketTables& bt, int* c
     return true;
 }
 
-/// After the task's writes (all threads): barrier, fence, release-add every notify.
+/// After the task's writes (all threads): barrier, release-add every notify.
 __device__ __forceinline__ void notify_entry(int e, const BucketTables& bt, int* counters) {
     const int* notify_begin = reinterpret_cast<const int*>(bt.notify_begin);
     const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
+    if (threadIdx.x == 0)
         for (int j = notify_begin[e]; j < notify_begin[e + 1]; ++j)
-            red_release_gpu_add(counters + notify_counter[j], 1);
-    }
+            ek_release_add(counters + notify_counter[j], 1);
 }
 
 #ifdef EK_TRACE
@@ -453,7 +451,7 @@ ek_step(const RuntimeState* __restrict__ rtp, const BucketTables* __restrict__ b
 
 _GEMV_RUNTIME = r"""
 #ifndef EK_LOOKAHEAD
-#define EK_LOOKAHEAD 2
+#define EK_LOOKAHEAD 1  // tasks ahead whose first weight bytes the worker asks L2 for
 #endif
 
 /// A queue entry as its worker holds it in shared memory.
@@ -503,7 +501,7 @@ __device__ __forceinline__ bool wait_entry(const Entry& x, int e, const BucketTa
 }
 
 /// After the task's writes (all threads): barrier (the next entry has arrived by then),
-/// then thread 0 fences and release-adds every notify of the entry.
+/// then thread 0 release-adds every notify of the entry (ek_release_add: no fence).
 __device__ __forceinline__ void notify_entry(const Entry& x, int e, const BucketTables& bt,
                                              int* counters) {
     const int num_notifies = x.d.num_notifies;   // read before the barrier: after it, the
@@ -511,10 +509,7 @@ __device__ __forceinline__ void notify_entry(const Entry& x, int e, const Bucket
     entry_arrived();
     __syncthreads();
     if (threadIdx.x == 0 && num_notifies > 0) {
-#ifndef EK_NOTIFY_NO_FENCE
-        __threadfence();
-#endif
-        red_release_gpu_add(counters + notify0, 1);
+        ek_release_add(counters + notify0, 1);
         if (num_notifies > 1) {
             const int begin = reinterpret_cast<const int*>(bt.notify_begin)[e];
             const int* notify_counter = reinterpret_cast<const int*>(bt.notify_counter);

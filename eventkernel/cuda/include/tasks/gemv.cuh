@@ -23,6 +23,12 @@
 #ifndef EK_GEMV_BATCH
 #define EK_GEMV_BATCH 16  // 16-byte weight loads each lane keeps in flight
 #endif
+#ifndef EK_L2_PREFETCH_BYTES
+#define EK_L2_PREFETCH_BYTES 32768  // bytes of a tile the look-ahead asks L2 for (0: all)
+#endif
+#ifndef EK_GEMV_PF
+#define EK_GEMV_PF 0  // 1: each batch also asks L2 for the next batch's lines (no registers)
+#endif
 
 namespace ek {
 
@@ -77,13 +83,17 @@ struct GemvTask {
         return row_tile(shape, kRows, c0).count > 0;
     }
 
-    /// One thread asks the copy engine to bring the task's weight tile into L2.
+    /// One thread asks the copy engine to bring the start of the task's weight tile into L2
+    /// (EK_L2_PREFETCH_BYTES), so that the first loads after the previous task's barrier hit
+    /// L2. Whole tiles overflowed L2: two 512 KB tiles ahead on 132 SMs made a Qwen3-8B
+    /// step read 19.4 GB from DRAM instead of 15.2 (ncu, H200).
     __device__ static void l2_prefetch(const Args& args, int, int c1, int) {
         const int n0 = c1 * TN;
         const int valid_n = cmin(TN, args.n - n0);
-        if (valid_n > 0)
-            l2_prefetch_bulk(args.weight + static_cast<long long>(n0) * K,
-                             static_cast<unsigned>(valid_n) * K * 2u);
+        if (valid_n <= 0) return;
+        unsigned bytes = static_cast<unsigned>(valid_n) * K * 2u;
+        if (EK_L2_PREFETCH_BYTES > 0 && bytes > EK_L2_PREFETCH_BYTES) bytes = EK_L2_PREFETCH_BYTES;
+        l2_prefetch_bulk(args.weight + static_cast<long long>(n0) * K, bytes);
     }
 
     __device__ static void prefetch(const Args&, int, int, int, char*) {}
@@ -155,6 +165,23 @@ struct GemvTask {
                 const int k = (base + u) * 256 + lane * 8;
                 wv[c * kLoads + u] = n < valid_n && k < K ? ld_nc_v4(w + k)
                                                           : make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+    }
+
+    /// Ask L2 for the lines of batch ``base`` of ``pass`` (one lane per 128-byte line).
+    __device__ static void prefetch_batch(const Args& args, int n0, int valid_n, int pass, int base) {
+        const int lane = lane_id();
+        if (lane % 8 != 0) return;
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const int n = feature(pass, c);
+            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
+#pragma unroll
+            for (int u = 0; u < kLoads; ++u) {
+                const int k = (base + u) * 256 + lane * 8;
+                if (n < valid_n && k < K)
+                    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w + k));
             }
         }
     }
@@ -244,6 +271,13 @@ struct GemvTask {
 #pragma unroll 1
             for (int base = 0; base < kIters; base += kLoads) {
                 if (pass > 0 || base > 0 || !EK_GEMV_EARLY) load_batch(args, n0, valid_n, pass, base, wv);
+                if (EK_GEMV_PF) {
+                    if (base + kLoads < kIters) {
+                        prefetch_batch(args, n0, valid_n, pass, base + kLoads);
+                    } else if ((pass + 1) * kPassN < valid_n) {
+                        prefetch_batch(args, n0, valid_n, pass + 1, 0);
+                    }
+                }
 #pragma unroll
                 for (int u = 0; u < kLoads; ++u) {
                     const int k = (base + u) * 256 + lane * 8;
