@@ -285,14 +285,20 @@ class TorchCompileRunner:
     """Runner for the gpt-fast-style baseline; keeps weights and the compiled model across calls.
 
     ``max_batch`` sizes the shared KV cache so every batch size reuses the same buffers (the
-    CUDA graphs of earlier batch sizes keep pointing at live memory).
+    CUDA graphs of earlier batch sizes keep pointing at live memory). ``dynamic`` is
+    torch.compile's: None (its default) compiles the first shape static and recompiles once
+    with the dims that changed made symbolic, as users get it; False compiles every
+    (batch, context) shape static (gpt-fast style, ~20-40 s per shape for an 8B model).
+    Either way each shape gets its own CUDA graph.
     """
 
     name = "torch-compile"
 
     def __init__(self, device, *, dtype=torch.bfloat16, compile: bool = True, max_batch: int = 1,
-                 seed: int = 0, weights_from: nn.Module | None = None) -> None:
+                 seed: int = 0, weights_from: nn.Module | None = None,
+                 dynamic: bool | None = None) -> None:
         self.device, self.dtype, self.compile = torch.device(device), dtype, compile
+        self.dynamic = dynamic
         self.max_batch, self.seed, self.weights_from = max_batch, seed, weights_from
         self.model: Transformer | None = None
         self._forward: Callable | None = None
@@ -317,9 +323,8 @@ class TorchCompileRunner:
         self._forward = self.model
         if self.compile:
             _raise_recompile_limit()
-            # dynamic=False: one graph per batch size, as serving systems capture them.
             self._forward = torch.compile(
-                self.model, mode="reduce-overhead", fullgraph=True, dynamic=False
+                self.model, mode="reduce-overhead", fullgraph=True, dynamic=self.dynamic
             )
 
     def close(self) -> None:
@@ -350,8 +355,8 @@ class HFRunner:
     name = "hf"
 
     def __init__(self, device, *, dtype=torch.bfloat16, compile: bool = True, seed: int = 0,
-                 model: nn.Module | None = None) -> None:
-        self.device, self.dtype = torch.device(device), dtype
+                 model: nn.Module | None = None, dynamic: bool | None = None) -> None:
+        self.device, self.dtype, self.dynamic = torch.device(device), dtype, dynamic
         self.compile, self.seed = compile, seed
         self.model = model
         self._shape = None if model is None else ModelShape.from_hf(model.config)
@@ -380,7 +385,8 @@ class HFRunner:
         if not self.compile:
             return model.forward
         _raise_recompile_limit()
-        return torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        return torch.compile(model.forward, mode="reduce-overhead", fullgraph=True,
+                             dynamic=self.dynamic)
 
     def close(self) -> None:
         self.model = self._forward = self._shape = None

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="default cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--eager", action="store_true", help="no torch.compile (CPU smoke runs)")
+    parser.add_argument("--static-baselines", action="store_true",
+                        help="compile the baselines for every shape (torch.compile dynamic=False;"
+                             " default: its own, static first shape then one symbolic recompile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--copy-bytes", type=int, default=1 << 30,
                         help="buffer size for the copy-bandwidth measurement")
@@ -127,14 +130,15 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
     if eventkernel_runner is not None:
         factories.append((EVENTKERNEL, lambda: eventkernel_runner))
     compile_ = not options.eager
+    dynamic = False if options.static_baselines else None
     suffix = "-eager" if options.eager else ""  # eager numbers must not pass for compiled ones
     if "torch-compile" in options.baselines:
         factories.append(("torch-compile" + suffix, lambda: baseline.TorchCompileRunner(
             device, dtype=dtype, compile=compile_, max_batch=max(options.tokens),
-            seed=options.seed)))
+            seed=options.seed, dynamic=dynamic)))
     if "hf" in options.baselines:
         factories.append(("hf" + suffix, lambda: baseline.HFRunner(
-            device, dtype=dtype, compile=compile_, seed=options.seed)))
+            device, dtype=dtype, compile=compile_, seed=options.seed, dynamic=dynamic)))
 
     print(f"{report.environment.device_name}: copy bandwidth "
           f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s", flush=True)

@@ -80,20 +80,22 @@ def compile_cuda(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     name: str = "ek",
+    refresh: bool = False,
 ) -> CompiledKernel:
     """Compile ``source`` with NVRTC to a cubin for ``arch``.
 
     The package's include directory is on the include path (``#include "eventkernel.cuh"``).
     ``debug`` defines ``EK_DEBUG`` (bounded event waits) and adds line info. Results are
     cached under ``cache_dir`` (default ``~/.cache/eventkernel``); ``cache_hit`` says
-    whether this call compiled.
+    whether this call compiled. ``refresh``: compile even when cached (a cold compile's
+    time), then store the result.
     """
     nvrtc = _import_nvrtc()
     full_options = _nvrtc_options(arch, options, debug)
     version = _nvrtc_version(nvrtc)
     key = _cache_key("nvrtc", source, full_options, arch, version)
     cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-    if use_cache:
+    if use_cache and not refresh:
         hit = _cache_load(cache, key, name, arch, "nvrtc")
         if hit is not None:
             return hit
