@@ -1,11 +1,12 @@
 """Time build variants of the megakernel on batch-1 decode steps (one device call).
 
 Usage (repository root, on the GPU machine):
-  PYTHONPATH=. python3 scripts/variants.py MODELS [VARIANTS] [--trace]
+  PYTHONPATH=. python3 scripts/variants.py MODELS [VARIANTS] [--trace] [--tokens=N]
 
 MODELS: comma-separated presets. VARIANTS: comma-separated names from VARIANTS below
 (default: all). Every (model, variant) kernel is first compiled in parallel into the
-kernel cache (CPU only), then each variant is timed alone, untraced, context 512.
+kernel cache (CPU only), then each variant is timed alone, untraced, context 512, N
+tokens per step (N sequences of one token; default 1).
 ``--trace`` times instrumented builds instead and prints the mean linear task time (and,
 for the weight ring, its per-task phases).
 """
@@ -32,6 +33,8 @@ VARIANTS = {
     "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
     "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
     "gemv-pf": ("-DEK_GEMV_PF=1",),                   # each batch asks L2 for the next one
+    "mma-gemv-2": ("-DEK_MMA_GEMV_MIN_ROWS=2",),      # steps of 2+ rows: GEMV on tensor cores
+    "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),
     "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify
     "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
@@ -39,23 +42,23 @@ VARIANTS = {
 }
 COMPILE_PASSES = {"fused-gate": {"fuse_silu_mul": True}}
 TARGETS = {"waves-2": {"waves": 2}, "waves-1": {"waves": 1}}
-TOKENS, CONTEXT = 1, 512
+CONTEXT = 512
 
 
-def _precompile(job: tuple[str, str, bool, int]) -> str:
+def _precompile(job: tuple[str, str, bool, int, int]) -> str:
     """Compile one variant into the kernel cache exactly as MegakernelRunner will ask."""
-    model, name, trace, sm_count = job
+    model, name, trace, sm_count, tokens = job
     from eventkernel.models.presets import preset_config
     start = time.perf_counter()
-    runner = _runner(name, trace)
+    runner = _runner(name, trace, tokens)
     runner.compile_kernel(runner.compile(preset_config(model), sm_count))
     return f"{model} {name}: {time.perf_counter() - start:.0f} s"
 
 
-def _runner(name: str, trace: bool, **kwargs):
-    """The benchmark runner that builds variant ``name``."""
+def _runner(name: str, trace: bool, tokens: int = 1, **kwargs):
+    """The benchmark runner that builds variant ``name`` for ``tokens`` tokens per step."""
     from eventkernel.bench.megakernel import MegakernelRunner
-    return MegakernelRunner(TOKENS, CONTEXT, trace=trace, options=VARIANTS[name],
+    return MegakernelRunner(tokens, CONTEXT, trace=trace, options=VARIANTS[name],
                             passes=COMPILE_PASSES.get(name), target=TARGETS.get(name), **kwargs)
 
 
@@ -83,11 +86,12 @@ def _print_ring_phases(step) -> None:
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     trace = "--trace" in sys.argv
+    tokens = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--tokens=")), 1)
     models = args[0].split(",")
     names = args[1].split(",") if len(args) > 1 else list(VARIANTS)
     from eventkernel.cuda.launch import device_info
     sm_count = device_info().sm_count
-    jobs = [(m, n, trace, sm_count) for m in models for n in names]
+    jobs = [(m, n, trace, sm_count, tokens) for m in models for n in names]
     with multiprocessing.get_context("spawn").Pool(min(len(jobs), 12)) as pool:
         for line in pool.imap_unordered(_precompile, jobs):
             print("compiled", line, flush=True)
@@ -99,8 +103,8 @@ def main() -> None:
     rows = []
     for model in models:
         for name in names:
-            runner = _runner(name, trace, cold_compile=False)
-            step = runner(preset_config(model), TOKENS, CONTEXT)
+            runner = _runner(name, trace, tokens, cold_compile=False)
+            step = runner(preset_config(model), tokens, CONTEXT)
             ms = time_fn(step, 10, 100, device="cuda").median_ms
             linear_us = float("nan")
             if trace:

@@ -153,6 +153,7 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
              "/// (constant memory: event acquires do not evict it as they do the L1 cache).",
              f"__constant__ void* {POINTER_TABLE}[{len(buffers)}];", ""]
     dispatch, prefetch, smem_kinds = [], [], []
+    mma_or = " || (EK_MMA_GEMV_MIN_ROWS && GemvMma{k}::handles(shape))"
     ring_dispatch, ring_tiles, ring_fits, ring_asserts = [], [], [], []
     for k, (template, slots) in enumerate(zip(templates, kinds.values())):
         ptr_cols = [i for i, f in enumerate(slots[0]) if f.tensor is not None]
@@ -177,12 +178,23 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
         ring_run = f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);"
         if template.startswith("LinearTask<"):
             # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
+            # Steps of EK_MMA_GEMV_MIN_ROWS or more rows (off by default: the kernel is
+            # then the same as without it) take the GEMV on tensor cores; both GEMVs read
+            # the same weight tile.
             parts.append(f"using Gemv{k} = Gemv{template[len('Linear'):]};")
-            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape)) Gemv{k}::l2_prefetch("
+            parts.append(f"using GemvMma{k} = GemvMma{template[len('Linear'):]};")
+            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape)"
+                            f"{mma_or.format(k=k)}) Gemv{k}::l2_prefetch("
                             f"kind{k}_args(d.slot), d.c0, d.c1, d.c2); break;")
-            smem_kinds.append(f"Gemv{k}")
+            smem_kinds += [f"Gemv{k}", f"GemvMma{k}"]
             dispatch.append(
                 f"            case {k}: {{ const auto a = kind{k}_args(d.slot);\n"
+                f"#if EK_MMA_GEMV_MIN_ROWS\n"
+                f"                if (GemvMma{k}::handles(shape)) {{\n"
+                f"                    ok = run_task<GemvMma{k}>(a, shape, x, e, bt, counters, dbg, smem);\n"
+                f"                    break;\n"
+                f"                }}\n"
+                f"#endif\n"
                 f"                ok = Gemv{k}::handles(shape)\n"
                 f"                    ? run_task<Gemv{k}>(a, shape, x, e, bt, counters, dbg, smem)\n"
                 f"                    : run_task<Kind{k}>(a, shape, x, e, bt, counters, dbg, smem);"

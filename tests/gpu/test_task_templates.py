@@ -65,9 +65,13 @@ def _build_source():
     for name, k, tn, fp32, input_kind, residual, rows in LINEAR_CASES:
         task = _linear_task(k, tn, fp32, input_kind, residual, rows)
         tasks[name] = task
-        # The decode GEMV of the same linear (up to its kMaxRows rows).
+        # The decode GEMVs of the same linear (up to their kMaxRows rows): CUDA cores and
+        # tensor cores.
         tasks[f"gemv_{name}"] = _linear_task(k, tn, fp32, input_kind, residual, rows, "Gemv")
-        for kernel, kernel_task in ((name, task), (f"gemv_{name}", tasks[f"gemv_{name}"])):
+        tasks[f"gemv_mma_{name}"] = _linear_task(k, tn, fp32, input_kind, residual, rows,
+                                                 "GemvMma")
+        for kernel in (name, f"gemv_{name}", f"gemv_mma_{name}"):
+            kernel_task = tasks[kernel]
             kernels.append(f"""
 KERNEL {kernel}(const bf16* w, const bf16* x, const bf16* g, const void* res, void* out, int n,
               float eps, const StepShape* shape) {{
@@ -305,13 +309,13 @@ def ref_input(x, g, eps, input_kind):
 
 @pytest.mark.parametrize("T", [1, 5, 16, 64, 100])
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=[c[0] for c in LINEAR_CASES])
-@pytest.mark.parametrize("path", ["mma", "gemv"])
+@pytest.mark.parametrize("path", ["mma", "gemv", "gemv_mma"])
 def test_linear(kernels, case, T, path):
     name, k, tn, fp32, input_kind, residual, rows_from = case
-    if path == "gemv":
+    if path != "mma":
         if T > 16:
-            pytest.skip("the GEMV path serves decode-sized steps (up to 16 rows)")
-        name = f"gemv_{name}"
+            pytest.skip("the GEMV paths serve decode-sized steps (up to 16 rows)")
+        name = f"{path}_{name}"
     n = 3 * tn + 24 if tn >= 64 else 4 * tn  # a partial last column tile when TN >= 64
     eps = 1e-6
     out_dtype = torch.float32 if fp32 else torch.bfloat16

@@ -186,9 +186,11 @@ struct GemvTask {
         }
     }
 
+  public:
     /// Stage the activation rows in shared memory as bf16: normalised,
     /// a = bf16(g * bf16(x * rstd)), gated, a = bf16(bf16(silu(gate)) * up), or copied.
     /// Every thread takes part in each phase, so a row's loads are in flight together.
+    /// GemvMmaTask stages its rows with it too.
     __device__ static void stage(const Args& args, RowTile rows, bf16* xs, float* rstd,
                                  const bf16* gs) {
         const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
@@ -254,6 +256,7 @@ struct GemvTask {
         }
     }
 
+  private:
     /// Each warp takes kCols output features per pass (feature()), its weight loads in
     /// flight a batch at a time (the first batch was issued before the wait), dot products
     /// against the R staged rows, warp reduction.

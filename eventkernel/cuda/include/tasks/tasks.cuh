@@ -13,6 +13,7 @@
 #include "rmsnorm.cuh"
 #include "linear.cuh"
 #include "gemv.cuh"
+#include "gemv_mma.cuh"
 #include "ring_gemv.cuh"
 #include "rope_kv_append.cuh"
 #include "attention.cuh"

@@ -1,0 +1,250 @@
+/**
+ * @file gemv_mma.cuh
+ * @brief GemvMmaTask: the decode linear on tensor cores, for steps of a few token rows.
+ *        Opt-in: -DEK_MMA_GEMV_MIN_ROWS=N sends steps of N..kMaxRows rows here (0, the
+ *        default, keeps it out of the kernel). Weights go from global memory straight into
+ *        registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
+ *        operand; the activations, staged in shared memory by GemvTask's staging (fused
+ *        RMSNorm or gating), are the B operand, 8 tokens per n-tile. GemvTask spends a
+ *        CUDA-core FMA per weight element and row, so it is compute-bound from a few rows
+ *        on (16 rows: 0.22x torch.compile on an H200); here a 32-column step of 16 weight
+ *        rows costs two mma per n-tile.
+ *
+ * K order: lane (g = lane / 4, t = lane % 4) loads W[row g][k0 + 8t, +8) and
+ * W[row g + 8][k0 + 8t, +8) for each 32-column step k0. The mma's k index is permuted so
+ * that these 8 contiguous columns are what the A fragment expects (its columns 2t, 2t+1,
+ * 2t+8, 2t+9 are k0 + 8t + 0..3 in the first mma and k0 + 8t + 4..7 in the second), and
+ * the B fragment reads x[token][k0 + 8t, +8) with the same permutation; a dot product
+ * does not depend on the order of k.
+ *
+ * Work: the TN / 16 row tiles of a task times kSplit ranges of K cover the 8 warps; the
+ * split partials are added in shared memory (where the rows were staged) in a fixed order
+ * (deterministic).
+ *
+ * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
+ */
+#pragma once
+
+#include "../common/common.cuh"
+#include "../common/mma.cuh"
+#include "../step.cuh"
+#include "gemv.cuh"
+
+#ifndef EK_MMA_GEMV_MIN_ROWS
+#define EK_MMA_GEMV_MIN_ROWS 0  // 0: off; N: steps of N..kMaxRows rows take GemvMmaTask
+#endif
+#ifndef EK_MMA_GEMV_BATCH
+#define EK_MMA_GEMV_BATCH 8  // 32-column steps in flight per warp (two 16-byte loads each)
+#endif
+
+namespace ek {
+
+template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
+          RowSet kRows = RowSet::kTokens, bool kGated = false>
+struct GemvMmaTask {
+    using Gemv = GemvTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>;
+    using Args = typename Gemv::Args;
+    using OutType = OutT;
+    /// Shapes this path takes: whole 32-column steps and 16-row tiles.
+    static constexpr bool kSupported = K % 32 == 0 && TN % 16 == 0;
+    static constexpr int kMaxRows = cmin(Gemv::kMaxRows, 16);  // two n-tiles at most
+    static constexpr int kRowTiles = TN / 16;
+    static constexpr int kSplit = kRowTiles >= kWarps ? 1 : kWarps / kRowTiles;  // warps per tile
+    static constexpr int kSteps = K / 32;       // 32-column steps along K
+    static constexpr int kBatch = EK_MMA_GEMV_BATCH;  // steps whose loads fly together
+    /// GemvTask's layout; the split partials reuse the staged rows' space at the end.
+    static constexpr int kSmemBytes = Gemv::kSmemBytes;
+    static constexpr bool kWaitsInRun = true;
+
+    __device__ static bool handles(const StepShape& shape) {
+        const int rows = num_rows(shape, kRows);
+        return kSupported && EK_MMA_GEMV_MIN_ROWS > 0 && rows >= EK_MMA_GEMV_MIN_ROWS &&
+               rows <= kMaxRows;
+    }
+
+    __device__ static bool active(const StepShape& shape, int c0, int, int) {
+        return row_tile(shape, kRows, c0).count > 0;
+    }
+
+    __device__ static void l2_prefetch(const Args& args, int c0, int c1, int c2) {
+        Gemv::l2_prefetch(args, c0, c1, c2);
+    }
+
+    __device__ static void prefetch(const Args&, int, int, int, char*) {}
+
+    /// The task alone (no events to wait for).
+    __device__ static void run(const Args& args, const StepShape& shape, int c0, int c1, int c2,
+                               char* smem) {
+        run(args, shape, c0, c1, c2, smem, true, [] { return true; });
+    }
+
+    /// As GemvTask's: the first weight batch and the RMSNorm weight are requested before
+    /// ``wait()``, which is called exactly once by all threads; returns its result.
+    template <class Wait>
+    __device__ static bool run(const Args& args, const StepShape& shape, int c0, int c1, int,
+                               char* smem, bool active, Wait&& wait) {
+        const RowTile rows = row_tile(shape, kRows, c0);
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if constexpr (!kSupported) {
+            return wait();
+        } else {
+            if (!active || rows.count == 0 || valid_n <= 0) return wait();
+            bf16* xs = reinterpret_cast<bf16*>(smem);
+            float* rstd = reinterpret_cast<float*>(smem + Gemv::kRstdOffset);
+            bf16* gs = reinterpret_cast<bf16*>(smem + Gemv::kNormOffset);
+            if constexpr (kFuseNorm) {
+                for (int k = threadIdx.x * 8; k < K; k += kThreads) cp_async16(gs + k, args.norm_weight + k);
+                cp_async_commit();
+            }
+            const int first_tile = kSplit > 1 ? warp_id() / kSplit : warp_id();
+            const int split = kSplit > 1 ? warp_id() % kSplit : 0;
+            const int s0 = split * kSteps / kSplit;
+            const int s1 = (split + 1) * kSteps / kSplit;
+            uint4 wv[2 * kBatch];
+            if (first_tile < kRowTiles) load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
+            if (!wait()) {
+                if constexpr (kFuseNorm) cp_async_wait<0>();
+                return false;
+            }
+            Gemv::stage(args, rows, xs, rstd, gs);
+            // NOTE: one loop per n-tile count; the other stays out of the instruction cache.
+            if (rows.count <= 8) {
+                tiles<1>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
+            } else {
+                tiles<2>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
+            }
+            __syncthreads();  // smem is free for the next task
+            return true;
+        }
+    }
+
+  private:
+    /// Issue the loads of steps [s, min(s + kBatch, s1)) of row tile ``tile``: rows g and
+    /// g + 8 of the tile, 8 columns each; zeros past the tile's valid rows or the range.
+    __device__ static void load_batch(const Args& args, int n0, int valid_n, int tile, int s,
+                                      int s1, uint4 (&wv)[2 * kBatch]) {
+        const int g = lane_id() >> 2;
+        const int t = lane_id() & 3;
+        const int r0 = tile * 16 + g;
+        const bf16* w0 = args.weight + static_cast<long long>(n0 + r0) * K + 8 * t;
+        const bf16* w1 = w0 + 8ll * K;
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const bool in = s + u < s1;
+            wv[2 * u] = in && r0 < valid_n ? ld_nc_v4(w0 + (s + u) * 32) : zero;
+            wv[2 * u + 1] = in && r0 + 8 < valid_n ? ld_nc_v4(w1 + (s + u) * 32) : zero;
+        }
+    }
+
+    /// This warp's row tiles (one when kSplit > 1), NT n-tiles of 8 tokens each, and their
+    /// outputs. ``wv`` holds the first batch of the first tile already.
+    template <int NT>
+    __device__ static void tiles(const Args& args, RowTile rows, int n0, int valid_n,
+                                 int first_tile, int s0, int s1, const bf16* xs, char* smem,
+                                 uint4 (&wv)[2 * kBatch]) {
+        const int g = lane_id() >> 2;
+        const int t = lane_id() & 3;
+        float acc[NT][4];
+        if constexpr (kSplit == 1) {
+#pragma unroll 1
+            for (int tile = first_tile; tile < kRowTiles; tile += kWarps) {
+                accumulate<NT>(args, rows, n0, valid_n, tile, s0, s1, xs, tile != first_tile, wv,
+                               acc);
+                // acc[nt][e] = C[row g (+8 for e >= 2)][token nt * 8 + 2t + (e & 1)]
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        store(args, rows, n0, valid_n, tile * 16 + g + (e >= 2 ? 8 : 0),
+                              nt * 8 + 2 * t + (e & 1), acc[nt][e]);
+            }
+        } else {
+            accumulate<NT>(args, rows, n0, valid_n, first_tile, s0, s1, xs, false, wv, acc);
+            // The partials [warp][16 rows][16 tokens] replace the staged rows.
+            static_assert(Gemv::kRstdOffset >= kWarps * 16 * 16 * 4,
+                          "the split partials must fit where the rows were staged");
+            float* part = reinterpret_cast<float*>(smem);
+            __syncthreads();  // every warp is done with the staged rows
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    part[warp_id() * 256 + (g + (e >= 2 ? 8 : 0)) * 16 + nt * 8 + 2 * t + (e & 1)] =
+                        acc[nt][e];
+            __syncthreads();
+            const int per_tile = 16 * rows.count;
+            for (int i = threadIdx.x; i < kRowTiles * per_tile; i += kThreads) {
+                const int tile = i / per_tile;
+                const int r = (i % per_tile) / rows.count;
+                const int tok = i % rows.count;
+                float total = 0.f;
+#pragma unroll
+                for (int w = 0; w < kSplit; ++w) total += part[(tile * kSplit + w) * 256 + r * 16 + tok];
+                store(args, rows, n0, valid_n, tile * 16 + r, tok, total);
+            }
+        }
+    }
+
+    /// acc = row tile ``tile`` x the staged rows over steps [s0, s1); the first batch is
+    /// issued here unless ``wv`` holds it already (``load_first`` false).
+    template <int NT>
+    __device__ static void accumulate(const Args& args, RowTile rows, int n0, int valid_n,
+                                      int tile, int s0, int s1, const bf16* xs, bool load_first,
+                                      uint4 (&wv)[2 * kBatch], float (&acc)[NT][4]) {
+        const int g = lane_id() >> 2;
+        const int t = lane_id() & 3;
+        // Token rows of this lane's B fragments (past the step's rows: any staged row, the
+        // results of those columns are dropped).
+        const bf16* xrow[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) xrow[nt] = xs + cmin(nt * 8 + g, rows.count - 1) * K + 8 * t;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+#pragma unroll 1
+        for (int s = s0; s < s1; s += kBatch) {
+            if (s != s0 || load_first) load_batch(args, n0, valid_n, tile, s, s1, wv);
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                if (s + u < s1) {
+                    const uint4 p = wv[2 * u];
+                    const uint4 q = wv[2 * u + 1];
+                    const unsigned a_lo[4] = {p.x, q.x, p.y, q.y};
+                    const unsigned a_hi[4] = {p.z, q.z, p.w, q.w};
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) {
+                        const uint4 xv = *reinterpret_cast<const uint4*>(xrow[nt] + (s + u) * 32);
+                        mma_bf16(acc[nt], a_lo, xv.x, xv.y);
+                        mma_bf16(acc[nt], a_hi, xv.z, xv.w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// out[token, n0 + row] = total (bf16 outputs: bf16(residual + bf16(total))).
+    __device__ static void store(const Args& args, RowTile rows, int n0, int valid_n, int row,
+                                 int tok, float total) {
+        if (row >= valid_n || tok >= rows.count) return;
+        const long long o = static_cast<long long>(rows.begin + tok) * args.n + n0 + row;
+        if constexpr (kResidual) {
+            const float v = sizeof(OutT) == 2 ? round_bf16(total) : total;
+            args.out[o] = to_out(to_float(args.residual[o]) + v);
+        } else {
+            args.out[o] = to_out(total);
+        }
+    }
+
+    __device__ static OutT to_out(float v) {
+        if constexpr (sizeof(OutT) == 4) {
+            return v;
+        } else {
+            return to_bf16(v);
+        }
+    }
+};
+
+}  // namespace ek
