@@ -50,15 +50,13 @@ stream(const bf16* w, const bf16* x, bf16* out, int n, int tiles_per_cta, int* c
 SHAPES = ((2048, 16), (4096, 16), (4096, 64), (12288, 16))
 # (name, look-ahead tasks, extra -D options)
 VARIANTS = (
-    ("default", 2, ()),
+    ("default", 1, ()),                 # the first 32 KB of the next tile
     ("no-l2", 0, ()),
-    ("l2-1", 1, ()),
-    ("l2-4", 4, ()),
-    ("pf-next", 2, ("-DEK_GEMV_PF=1",)),
-    ("pf-next-no-l2", 0, ("-DEK_GEMV_PF=1",)),
-    ("batch-8", 2, ("-DEK_GEMV_BATCH=8",)),
+    ("l2-2", 2, ()),
+    ("l2-whole-tile", 1, ("-DEK_L2_PREFETCH_BYTES=0",)),
+    ("batch-8", 1, ("-DEK_GEMV_BATCH=8",)),
 )
-QUICK = ("default", "no-l2", "pf-next")
+QUICK = ("default", "no-l2")
 
 
 def _options(k: int, tn: int, lookahead: int, extra: tuple[str, ...]) -> tuple[str, ...]:

@@ -32,7 +32,6 @@ VARIANTS = {
     "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
     "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
     "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
-    "gemv-pf": ("-DEK_GEMV_PF=1",),                   # each batch asks L2 for the next one
     "mma-gemv-2": ("-DEK_MMA_GEMV_MIN_ROWS=2",),      # steps of 2+ rows: GEMV on tensor cores
     "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),
     "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify

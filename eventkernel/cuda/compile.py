@@ -118,6 +118,17 @@ def compile_cuda(
     return kernel
 
 
+def nvrtc_available() -> bool:
+    """True when cuda-bindings and an NVRTC runtime can compile here (no GPU needed)."""
+    try:
+        from cuda.bindings import nvrtc
+
+        err, _, _ = nvrtc.nvrtcVersion()
+        return err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    except Exception:  # noqa: BLE001 - missing package or missing libnvrtc
+        return False
+
+
 def _import_nvrtc():
     try:
         from cuda.bindings import nvrtc

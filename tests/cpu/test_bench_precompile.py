@@ -7,20 +7,11 @@ from __future__ import annotations
 import pytest
 
 from eventkernel.bench.megakernel import MegakernelRunner
+from eventkernel.cuda.compile import nvrtc_available
 from eventkernel.models.presets import tiny_config
 
 
-def _have_nvrtc() -> bool:
-    try:
-        from cuda.bindings import nvrtc
-
-        err, _, _ = nvrtc.nvrtcVersion()
-        return err == nvrtc.nvrtcResult.NVRTC_SUCCESS
-    except Exception:  # noqa: BLE001 - missing package or missing libnvrtc
-        return False
-
-
-@pytest.mark.skipif(not _have_nvrtc(), reason="cuda-bindings with an NVRTC runtime is not installed")
+@pytest.mark.skipif(not nvrtc_available(), reason="cuda-bindings with an NVRTC runtime is not installed")
 def test_precompile_fills_the_cache_the_runner_then_reads(tmp_path):
     runner = MegakernelRunner(max_tokens=4, max_context=64)
     config = tiny_config("llama")

@@ -12,6 +12,7 @@ from eventkernel.cuda.compile import (
     CudaCompileError,
     compile_cuda,
     compile_with_nvcc,
+    nvrtc_available,
     parse_cuobjdump_report,
     parse_ptxas_report,
 )
@@ -20,18 +21,8 @@ HAVE_NVCC = shutil.which("nvcc") is not None or shutil.which("/usr/local/cuda/bi
 needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc (CUDA 13 toolkit) is not installed")
 
 
-def _have_nvrtc() -> bool:
-    try:
-        from cuda.bindings import nvrtc
-
-        err, _, _ = nvrtc.nvrtcVersion()
-        return err == nvrtc.nvrtcResult.NVRTC_SUCCESS
-    except Exception:  # noqa: BLE001 - missing package or missing libnvrtc
-        return False
-
-
 needs_nvrtc = pytest.mark.skipif(
-    not _have_nvrtc(), reason="cuda-bindings with an NVRTC 13 runtime is not installed"
+    not nvrtc_available(), reason="cuda-bindings with an NVRTC 13 runtime is not installed"
 )
 
 # Kernel name -> task type. Model shapes:

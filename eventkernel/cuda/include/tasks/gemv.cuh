@@ -26,9 +26,6 @@
 #ifndef EK_L2_PREFETCH_BYTES
 #define EK_L2_PREFETCH_BYTES 32768  // bytes of a tile the look-ahead asks L2 for (0: all)
 #endif
-#ifndef EK_GEMV_PF
-#define EK_GEMV_PF 0  // 1: each batch also asks L2 for the next batch's lines (no registers)
-#endif
 
 namespace ek {
 
@@ -115,20 +112,12 @@ struct GemvTask {
         const int n0 = c1 * TN;
         const int valid_n = cmin(TN, args.n - n0);
         if (!active || rows.count == 0 || valid_n <= 0) return wait();
-        bf16* xs = reinterpret_cast<bf16*>(smem);
-        float* rstd = reinterpret_cast<float*>(smem + kRstdOffset);
-        bf16* gs = reinterpret_cast<bf16*>(smem + kNormOffset);
-        if constexpr (kFuseNorm) {
-            for (int k = threadIdx.x * 8; k < K; k += kThreads) cp_async16(gs + k, args.norm_weight + k);
-            cp_async_commit();
-        }
+        const Staging st = begin_staging(args, smem);
         uint4 wv[kBatch];
         if (EK_GEMV_EARLY) load_batch(args, n0, valid_n, 0, 0, wv);
-        if (!wait()) {
-            if constexpr (kFuseNorm) cp_async_wait<0>();
-            return false;
-        }
-        stage(args, rows, xs, rstd, gs);
+        if (!wait()) return abandon_staging();
+        stage(args, rows, st);
+        const bf16* xs = st.xs;
         // NOTE: one compact loop per row count; the others stay out of the instruction cache.
         if (rows.count <= 1) {
             dot_rows<1>(args, rows, n0, valid_n, xs, wv);
@@ -169,30 +158,42 @@ struct GemvTask {
         }
     }
 
-    /// Ask L2 for the lines of batch ``base`` of ``pass`` (one lane per 128-byte line).
-    __device__ static void prefetch_batch(const Args& args, int n0, int valid_n, int pass, int base) {
-        const int lane = lane_id();
-        if (lane % 8 != 0) return;
-#pragma unroll
-        for (int c = 0; c < kCols; ++c) {
-            const int n = feature(pass, c);
-            const bf16* w = args.weight + static_cast<long long>(n0 + n) * K;
-#pragma unroll
-            for (int u = 0; u < kLoads; ++u) {
-                const int k = (base + u) * 256 + lane * 8;
-                if (n < valid_n && k < K)
-                    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w + k));
-            }
+  public:
+    // The staging, shared with GemvMmaTask: begin_staging() before the wait, then stage()
+    // after it (or abandon_staging() when a debug build's wait stopped).
+
+    /// Where the staged rows, their rstd and the RMSNorm weight live in shared memory.
+    struct Staging {
+        bf16* xs;
+        float* rstd;
+        bf16* gs;
+    };
+
+    /// All threads: the RMSNorm weight starts on its way into shared memory (cp.async).
+    __device__ static Staging begin_staging(const Args& args, char* smem) {
+        const Staging st{reinterpret_cast<bf16*>(smem),
+                         reinterpret_cast<float*>(smem + kRstdOffset),
+                         reinterpret_cast<bf16*>(smem + kNormOffset)};
+        if constexpr (kFuseNorm) {
+            for (int k = threadIdx.x * 8; k < K; k += kThreads) cp_async16(st.gs + k, args.norm_weight + k);
+            cp_async_commit();
         }
+        return st;
     }
 
-  public:
+    /// Drain begin_staging()'s copy; returns false (the task's result).
+    __device__ static bool abandon_staging() {
+        if constexpr (kFuseNorm) cp_async_wait<0>();
+        return false;
+    }
+
     /// Stage the activation rows in shared memory as bf16: normalised,
     /// a = bf16(g * bf16(x * rstd)), gated, a = bf16(bf16(silu(gate)) * up), or copied.
     /// Every thread takes part in each phase, so a row's loads are in flight together.
-    /// GemvMmaTask stages its rows with it too.
-    __device__ static void stage(const Args& args, RowTile rows, bf16* xs, float* rstd,
-                                 const bf16* gs) {
+    __device__ static void stage(const Args& args, RowTile rows, const Staging& st) {
+        bf16* xs = st.xs;
+        float* rstd = st.rstd;
+        const bf16* gs = st.gs;
         const bf16* x = args.input + static_cast<long long>(rows.begin) * kInputPitch;
         constexpr int kChunks = K / 8;  // 16-byte chunks per row
 #pragma unroll 2
@@ -274,13 +275,6 @@ struct GemvTask {
 #pragma unroll 1
             for (int base = 0; base < kIters; base += kLoads) {
                 if (pass > 0 || base > 0 || !EK_GEMV_EARLY) load_batch(args, n0, valid_n, pass, base, wv);
-                if (EK_GEMV_PF) {
-                    if (base + kLoads < kIters) {
-                        prefetch_batch(args, n0, valid_n, pass, base + kLoads);
-                    } else if ((pass + 1) * kPassN < valid_n) {
-                        prefetch_batch(args, n0, valid_n, pass + 1, 0);
-                    }
-                }
 #pragma unroll
                 for (int u = 0; u < kLoads; ++u) {
                     const int k = (base + u) * 256 + lane * 8;

@@ -90,24 +90,16 @@ struct GemvMmaTask {
             return wait();
         } else {
             if (!active || rows.count == 0 || valid_n <= 0) return wait();
-            bf16* xs = reinterpret_cast<bf16*>(smem);
-            float* rstd = reinterpret_cast<float*>(smem + Gemv::kRstdOffset);
-            bf16* gs = reinterpret_cast<bf16*>(smem + Gemv::kNormOffset);
-            if constexpr (kFuseNorm) {
-                for (int k = threadIdx.x * 8; k < K; k += kThreads) cp_async16(gs + k, args.norm_weight + k);
-                cp_async_commit();
-            }
+            const typename Gemv::Staging st = Gemv::begin_staging(args, smem);
             const int first_tile = kSplit > 1 ? warp_id() / kSplit : warp_id();
             const int split = kSplit > 1 ? warp_id() % kSplit : 0;
             const int s0 = split * kSteps / kSplit;
             const int s1 = (split + 1) * kSteps / kSplit;
             uint4 wv[2 * kBatch];
             if (first_tile < kRowTiles) load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
-            if (!wait()) {
-                if constexpr (kFuseNorm) cp_async_wait<0>();
-                return false;
-            }
-            Gemv::stage(args, rows, xs, rstd, gs);
+            if (!wait()) return Gemv::abandon_staging();
+            Gemv::stage(args, rows, st);
+            const bf16* xs = st.xs;
             // NOTE: one loop per n-tile count; the other stays out of the instruction cache.
             if (rows.count <= 8) {
                 tiles<1>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
