@@ -189,9 +189,9 @@ struct GemvMmaTask {
         const int t = lane_id() & 3;
         // Token rows of this lane's B fragments (past the step's rows: any staged row, the
         // results of those columns are dropped).
-        const bf16* xrow[NT];
+        int xrow[NT];  // element offsets into xs (32-bit: fewer registers than pointers)
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) xrow[nt] = xs + cmin(nt * 8 + g, rows.count - 1) * K + 8 * t;
+        for (int nt = 0; nt < NT; ++nt) xrow[nt] = cmin(nt * 8 + g, rows.count - 1) * K + 8 * t;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -208,7 +208,7 @@ struct GemvMmaTask {
                     const unsigned a_hi[4] = {p.z, q.z, p.w, q.w};
 #pragma unroll
                     for (int nt = 0; nt < NT; ++nt) {
-                        const uint4 xv = *reinterpret_cast<const uint4*>(xrow[nt] + (s + u) * 32);
+                        const uint4 xv = *reinterpret_cast<const uint4*>(xs + xrow[nt] + (s + u) * 32);
                         mma_bf16(acc[nt], a_lo, xv.x, xv.y);
                         mma_bf16(acc[nt], a_hi, xv.z, xv.w);
                     }
