@@ -69,6 +69,14 @@ INSTANCES = {
     "linear_tn16_f32": "LinearTask<2048, 16, float, false, true>",
     "linear_tn32_norm": "LinearTask<2048, 32, bf16, true, true>",
     "linear_tn512_bf16": "LinearTask<2048, 512, bf16, true, true>",
+    # the decode GEMV on tensor cores (opt-in): split K (TN 16, 64), one tile per warp
+    # (TN 128), several tiles per warp (TN 256), gated input, fp32 output, K = 576
+    "gemv_mma_qkv": "GemvMmaTask<2048, 16, bf16, true, false>",
+    "gemv_mma_gate_up": "GemvMmaTask<4096, 64, bf16, true, false>",
+    "gemv_mma_down_gated": "GemvMmaTask<8192, 16, bf16, false, true, RowSet::kTokens, true>",
+    "gemv_mma_tn128": "GemvMmaTask<2048, 128, bf16, false, true>",
+    "gemv_mma_lm_head": "GemvMmaTask<2048, 256, float, true, false, RowSet::kSeqs>",
+    "gemv_mma_smollm": "GemvMmaTask<576, 32, bf16, true, false>",
     # shared
     "gather": "GatherRowsTask<256>",
     "argmax_seqs": "ArgmaxTask<RowSet::kSeqs>",
