@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokens per step (sequences x 1 token), default 1,4,16,64")
     parser.add_argument("--contexts", type=_int_list, default=None,
                         help="cached tokens per sequence, default 512,4096")
-    parser.add_argument("--baselines", type=_name_list(BASELINES), default=list(BASELINES),
-                        help=f"subset of {','.join(BASELINES)}")
+    parser.add_argument("--baselines", type=_name_list(BASELINES), default=None,
+                        help=f"subset of {','.join(BASELINES)} (default: all; --quick: "
+                             f"torch-compile,{FLOOR})")
     parser.add_argument("--quick", action="store_true",
-                        help="tokens 1,16, context 512, fewer iterations (unless given)")
+                        help="tokens 1,16, context 512, torch.compile and the floor only, fewer "
+                             "iterations (unless given): about a minute per small model")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls (default 10)")
     parser.add_argument("--iters", type=int, default=None, help="timed calls (default 100)")
     parser.add_argument("--device", default=None, help="default cuda if available, else cpu")
@@ -91,6 +93,9 @@ def resolve_options(options: argparse.Namespace) -> argparse.Namespace:
 
     quick = options.quick
     options.tokens = options.tokens or ([1, 16] if quick else [1, 4, 16, 64])
+    # transformers' compile is the slowest and its baseline the weaker one: not in a quick run
+    options.baselines = options.baselines or (["torch-compile", FLOOR] if quick
+                                              else list(BASELINES))
     options.contexts = options.contexts or ([512] if quick else [512, 4096])
     options.warmup = options.warmup if options.warmup is not None else (3 if quick else 10)
     options.iters = options.iters if options.iters is not None else (20 if quick else 100)

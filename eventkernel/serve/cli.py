@@ -75,13 +75,16 @@ def _bench(argv: list[str]) -> int:
     if torch.cuda.is_available():
         from eventkernel.bench.megakernel import MegakernelRunner
         from eventkernel.cuda.launch import device_info
-        runner = MegakernelRunner(max(options.tokens), max(options.contexts))
-        # Every model's kernel, cold and in parallel, before anything is timed: the warm-up
-        # report then shows builds with a warm cache and the cold compile on its own.
-        wall = runner.precompile([preset_config(m) for m in options.models],
-                                 device_info().sm_count)
-        print(f"eventkernel: {len(options.models)} kernel(s) compiled cold, in parallel, in "
-              f"{wall:.1f} s", flush=True)
+        # --quick: no cold-compile measurement (the kernel cache serves what it has).
+        runner = MegakernelRunner(max(options.tokens), max(options.contexts),
+                                  cold_compile=not options.quick)
+        if not options.quick:
+            # Every model's kernel, cold and in parallel, before anything is timed: the
+            # warm-up report then shows builds with a warm cache and the cold compile apart.
+            wall = runner.precompile([preset_config(m) for m in options.models],
+                                     device_info().sm_count)
+            print(f"eventkernel: {len(options.models)} kernel(s) compiled cold, in parallel, "
+                  f"in {wall:.1f} s", flush=True)
     status = bench_main(argv, eventkernel_runner=runner)
     if trace is not None:
         runner.close()

@@ -72,4 +72,9 @@ def test_bad_arguments():
 def test_quick_defaults():
     options = run.resolve_options(run.build_parser().parse_args(["--quick"]))
     assert (options.tokens, options.contexts, options.iters) == ([1, 16], [512], 20)
+    assert options.baselines == ["torch-compile", "floor"]
+    full = run.resolve_options(run.build_parser().parse_args([]))
+    assert full.baselines == list(run.BASELINES)
+    chosen = run.resolve_options(run.build_parser().parse_args(["--quick", "--baselines", "hf"]))
+    assert chosen.baselines == ["hf"]
     assert options.out.parent.as_posix() == "bench/results"
