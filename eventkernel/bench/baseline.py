@@ -286,8 +286,8 @@ class TorchCompileRunner:
 
     ``max_batch`` sizes the shared KV cache so every batch size reuses the same buffers (the
     CUDA graphs of earlier batch sizes keep pointing at live memory). ``dynamic`` is
-    torch.compile's: None (its default) compiles the first shape static and recompiles once
-    with the dims that changed made symbolic, as users get it; False compiles every
+    torch.compile's: None (its default) compiles the first shape static and, when a dim
+    changes, recompiles with that dim symbolic, as users get it; False compiles every
     (batch, context) shape static (gpt-fast style, ~20-40 s per shape for an 8B model).
     Either way each shape gets its own CUDA graph.
     """

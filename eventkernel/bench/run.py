@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eager", action="store_true", help="no torch.compile (CPU smoke runs)")
     parser.add_argument("--static-baselines", action="store_true",
                         help="compile the baselines for every shape (torch.compile dynamic=False;"
-                             " default: its own, static first shape then one symbolic recompile)")
+                             " default: its own, static first shape, then symbolic recompiles as"
+                             " dims change)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--copy-bytes", type=int, default=1 << 30,
                         help="buffer size for the copy-bandwidth measurement")

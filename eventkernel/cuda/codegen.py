@@ -153,7 +153,6 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
              "/// (constant memory: event acquires do not evict it as they do the L1 cache).",
              f"__constant__ void* {POINTER_TABLE}[{len(buffers)}];", ""]
     dispatch, prefetch, smem_kinds = [], [], []
-    mma_or = " || (EK_MMA_GEMV_MIN_ROWS && GemvMma{k}::handles(shape))"
     ring_dispatch, ring_tiles, ring_fits, ring_asserts = [], [], [], []
     for k, (template, slots) in enumerate(zip(templates, kinds.values())):
         ptr_cols = [i for i, f in enumerate(slots[0]) if f.tensor is not None]
@@ -178,15 +177,15 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
         ring_run = f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);"
         if template.startswith("LinearTask<"):
             # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
-            # Steps of EK_MMA_GEMV_MIN_ROWS or more rows (off by default: the kernel is
-            # then the same as without it) take the GEMV on tensor cores; both GEMVs read
-            # the same weight tile.
+            # Steps of EK_MMA_GEMV_MIN_ROWS or more rows (off by default: its handles() is
+            # then constant false and its run is not even instantiated) take the GEMV on
+            # tensor cores; both GEMVs read the same weight tile.
             parts.append(f"using Gemv{k} = Gemv{template[len('Linear'):]};")
             parts.append(f"using GemvMma{k} = GemvMma{template[len('Linear'):]};")
-            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape)"
-                            f"{mma_or.format(k=k)}) Gemv{k}::l2_prefetch("
+            prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape) || "
+                            f"GemvMma{k}::handles(shape)) Gemv{k}::l2_prefetch("
                             f"kind{k}_args(d.slot), d.c0, d.c1, d.c2); break;")
-            smem_kinds += [f"Gemv{k}", f"GemvMma{k}"]
+            smem_kinds.append(f"Gemv{k}")  # GemvMma{k} stages in the same layout
             dispatch.append(
                 f"            case {k}: {{ const auto a = kind{k}_args(d.slot);\n"
                 f"#if EK_MMA_GEMV_MIN_ROWS\n"
