@@ -1,12 +1,12 @@
 """Time build variants of the megakernel on batch-1 decode steps (one device call).
 
 Usage (repository root, on the GPU machine):
-  PYTHONPATH=. python3 scripts/variants.py MODELS [VARIANTS] [--trace] [--tokens=N]
+  PYTHONPATH=. python3 scripts/variants.py MODELS [VARIANTS] [--trace] [--tokens=N,...]
 
 MODELS: comma-separated presets. VARIANTS: comma-separated names from VARIANTS below
 (default: all). Every (model, variant) kernel is first compiled in parallel into the
-kernel cache (CPU only), then each variant is timed alone, untraced, context 512, N
-tokens per step (N sequences of one token; default 1).
+kernel cache (CPU only), then each variant is timed alone, untraced, context 512, at
+each N tokens per step (N sequences of one token; default 1).
 ``--trace`` times instrumented builds instead and prints the mean linear task time (and,
 for the weight ring, its per-task phases).
 """
@@ -19,8 +19,9 @@ import time
 # name -> kernel build options; COMPILE_PASSES and TARGETS: variants that change the
 # compile passes or the tiling target instead.
 VARIANTS = {
-    "baseline": (),                                   # GEMV tasks; L2 asked for the first
-                                                      # 32 KB of the next task's weights
+    "baseline": (),                                   # GEMV tasks (tensor cores from 2 rows);
+                                                      # L2 asked for the first 32 KB of the
+                                                      # next task's weights
     "fused-gate": (),                                 # silu_mul fused into down_proj
     "waves-2": (),                                    # at most 2 linear tasks per worker
     "waves-1": (),                                    # ... one (fewer, larger tasks)
@@ -32,8 +33,11 @@ VARIANTS = {
     "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
     "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
     "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
-    "mma-gemv-2": ("-DEK_MMA_GEMV_MIN_ROWS=2",),      # steps of 2+ rows: GEMV on tensor cores
-    "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),
+    "no-mma-gemv": ("-DEK_MMA_GEMV_MIN_ROWS=0",),     # every GEMV on CUDA cores
+    "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),      # 2-3 rows on CUDA cores
+    "mma-batch-8": ("-DEK_MMA_GEMV_BATCH=8",),        # tensor-core GEMV: 8 steps in flight
+    "mma-early": ("-DEK_MMA_GEMV_BATCH=8", "-DEK_MMA_GEMV_EARLY=1"),  # + first batch before
+                                                      # the wait (session 6; spills)
     "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify
     "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
     "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
@@ -51,7 +55,7 @@ def _precompile(job: tuple[str, str, bool, int, int]) -> str:
     start = time.perf_counter()
     runner = _runner(name, trace, tokens)
     runner.compile_kernel(runner.compile(preset_config(model), sm_count))
-    return f"{model} {name}: {time.perf_counter() - start:.0f} s"
+    return f"{model} {name} {tokens} tok: {time.perf_counter() - start:.0f} s"
 
 
 def _runner(name: str, trace: bool, tokens: int = 1, **kwargs):
@@ -85,13 +89,14 @@ def _print_ring_phases(step) -> None:
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     trace = "--trace" in sys.argv
-    tokens = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--tokens=")), 1)
+    token_list = next(([int(t) for t in a.split("=", 1)[1].split(",")]
+                       for a in sys.argv if a.startswith("--tokens=")), [1])
     models = args[0].split(",")
     names = args[1].split(",") if len(args) > 1 else list(VARIANTS)
     from eventkernel.cuda.launch import device_info
     sm_count = device_info().sm_count
-    jobs = [(m, n, trace, sm_count, tokens) for m in models for n in names]
-    with multiprocessing.get_context("spawn").Pool(min(len(jobs), 12)) as pool:
+    jobs = [(m, n, trace, sm_count, t) for m in models for n in names for t in token_list]
+    with multiprocessing.get_context("spawn").Pool(min(len(jobs), 14)) as pool:
         for line in pool.imap_unordered(_precompile, jobs):
             print("compiled", line, flush=True)
 
@@ -100,26 +105,25 @@ def main() -> None:
     from eventkernel.bench.timing import time_fn
     from eventkernel.models.presets import preset_config
     rows = []
-    for model in models:
-        for name in names:
-            runner = _runner(name, trace, tokens, cold_compile=False)
-            step = runner(preset_config(model), tokens, CONTEXT)
-            ms = time_fn(step, 10, 100, device="cuda").median_ms
-            linear_us = float("nan")
-            if trace:
-                torch.cuda.synchronize()
-                lin = [r for r in step.backend.trace_records(step.bucket)
-                       if r.task_type == "linear"]
-                linear_us = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
-                if "-DEK_WEIGHT_RING" in VARIANTS[name]:
-                    _print_ring_phases(step)
-            rows.append((model, name, ms, linear_us))
-            print(f"{model:<14}{name:<16}{ms:8.3f} ms", flush=True)
-            runner.close()
-            torch.cuda.empty_cache()
-    print(f"{'model':<14}{'variant':<16}{'ms/step':>10}{'linear us':>12}")
-    for model, name, ms, lin in rows:
-        print(f"{model:<14}{name:<16}{ms:>10.3f}{lin:>12.2f}")
+    for model, name, _, _, tokens in jobs:
+        runner = _runner(name, trace, tokens, cold_compile=False)
+        step = runner(preset_config(model), tokens, CONTEXT)
+        ms = time_fn(step, 10, 100, device="cuda").median_ms
+        linear_us = float("nan")
+        if trace:
+            torch.cuda.synchronize()
+            lin = [r for r in step.backend.trace_records(step.bucket)
+                   if r.task_type == "linear"]
+            linear_us = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
+            if "-DEK_WEIGHT_RING" in VARIANTS[name]:
+                _print_ring_phases(step)
+        rows.append((model, name, tokens, ms, linear_us))
+        print(f"{model:<14}{name:<16}{tokens:>4}{ms:8.3f} ms", flush=True)
+        runner.close()
+        torch.cuda.empty_cache()
+    print(f"{'model':<14}{'variant':<16}{'tok':>4}{'ms/step':>10}{'linear us':>12}")
+    for model, name, tokens, ms, lin in rows:
+        print(f"{model:<14}{name:<16}{tokens:>4}{ms:>10.3f}{lin:>12.2f}")
 
 
 if __name__ == "__main__":

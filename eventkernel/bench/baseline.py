@@ -65,6 +65,7 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, input_pos, mask):
         # x: [B, S, D]; cos, sin: [B, S, hd]; input_pos: [B, S]; mask: [B, S, T] (True = attend)
+        # over the first T cache slots (T <= the cache's length)
         s = self.shape
         batch, seq, _ = x.shape
         group = s.num_heads // s.num_kv_heads
@@ -81,7 +82,8 @@ class Attention(nn.Module):
         batch_idx = torch.arange(batch, device=x.device).unsqueeze(1).expand(batch, seq)
         self.k_cache[batch_idx, :, input_pos] = k  # k_cache: [max_B, n_kv, T, hd]
         self.v_cache[batch_idx, :, input_pos] = v
-        keys, values = self.k_cache[:batch], self.v_cache[:batch]
+        window = mask.shape[-1]
+        keys, values = self.k_cache[:batch, :, :window], self.v_cache[:batch, :, :window]
 
         # GQA without copying the cache: fold each KV head's query group into the query length.
         # q: [B, S, n_kv * group, hd] -> [B, n_kv, group * S, hd]
@@ -223,18 +225,23 @@ class Transformer(nn.Module):
     def max_ctx(self) -> int:
         return 0 if self.rope_cos is None else self.rope_cos.shape[0]
 
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor,
+                slots: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, S, vocab]`` for ``tokens [B, S]`` at positions ``input_pos [B, S]``.
 
         Writes the new keys/values at ``input_pos``; each token attends to cache slots at
         positions ``<=`` its own, so sequences of different lengths share one batch.
+        ``slots``: ``arange(T)``, attention reads only the first T slots of the cache (all
+        of them when None). Its length is a tensor dim, so under torch.compile one graph
+        with a symbolic T serves every context length without reallocating the cache.
         """
         if self.rope_cos is None:
             raise RuntimeError("call Transformer.setup_caches(max_batch, max_ctx) before forward")
         x = self.tok_embeddings(tokens)  # [B, S, D]
         cos = self.rope_cos[input_pos].to(x.dtype)  # [B, S, hd]
         sin = self.rope_sin[input_pos].to(x.dtype)
-        slots = torch.arange(self.max_ctx, device=tokens.device)
+        if slots is None:
+            slots = torch.arange(self.max_ctx, device=tokens.device)
         mask = slots[None, None, :] <= input_pos[:, :, None]  # [B, S, T]
         for block in self.layers:
             x = block(x, cos, sin, input_pos, mask)
@@ -259,10 +266,10 @@ class DecodeStep:
 
 
 def cache_length(context_len: int, room: int = 1) -> int:
-    """Static cache length for ``context_len`` cached tokens plus ``room`` new ones.
+    """Cache slots attention reads for ``context_len`` cached tokens plus ``room`` new ones.
 
-    Rounded up to 16 (alignment for the attention kernels); attention reads the whole static
-    cache, so it is kept tight to not charge the baselines for slots they never use.
+    Rounded up to 16 (alignment for the attention kernels); kept tight so the baselines are
+    not charged for slots they never use.
     """
     return -(-(context_len + room) // 16) * 16
 
@@ -275,6 +282,29 @@ def decode_inputs(shape: ModelShape, num_tokens: int, context_len: int, device, 
     return tokens.to(device), positions.to(device)
 
 
+def _compile(fn: Callable, dynamic: bool | None, backend: str) -> Callable:
+    """``torch.compile(fn, mode="reduce-overhead", fullgraph=True)`` (Inductor kernels in
+    CUDA graphs); another ``backend`` (tests: "eager") takes no mode."""
+    _raise_recompile_limit()
+    if backend == "inductor":
+        return torch.compile(fn, mode="reduce-overhead", fullgraph=True, dynamic=dynamic)
+    return torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)
+
+
+def _mark_dynamic(*dims: tuple[torch.Tensor, int]) -> None:
+    """Compile these (tensor, dim) sizes symbolic from their first graph on.
+
+    torch.compile's default (``dynamic=None``) compiles a static graph first and a symbolic
+    one when a size changes; the bench's shapes (batch 1 or more, two contexts) would cost
+    4 compiles per model. Marked, the gpt-fast model costs 2: batch 1 (which torch always
+    specializes) and every other batch, each for any context. ``dynamic=True`` also gives
+    2, but makes every size symbolic: 2.5x the compile time and up to 2x slower steps
+    (H200, llama-3.1-8b).
+    """
+    for tensor, dim in dims:
+        torch._dynamo.mark_dynamic(tensor, dim)
+
+
 def _raise_recompile_limit() -> None:
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
@@ -284,22 +314,25 @@ def _raise_recompile_limit() -> None:
 class TorchCompileRunner:
     """Runner for the gpt-fast-style baseline; keeps weights and the compiled model across calls.
 
-    ``max_batch`` sizes the shared KV cache so every batch size reuses the same buffers (the
-    CUDA graphs of earlier batch sizes keep pointing at live memory). ``dynamic`` is
-    torch.compile's: None (its default) compiles the first shape static and, when a dim
-    changes, recompiles with that dim symbolic, as users get it; False compiles every
+    ``max_batch`` and ``max_context`` size the shared KV cache so every (batch, context)
+    point reuses the same buffers (the CUDA graphs of earlier points keep pointing at live
+    memory); a step reads only the cache slots its context needs. ``dynamic`` is
+    torch.compile's: True compiles batch and context symbolic (two graphs: batch 1, which
+    torch specializes, and any other batch); None (its default) compiles the first shape
+    static and recompiles with a dim symbolic when it changes; False compiles every
     (batch, context) shape static (gpt-fast style, ~20-40 s per shape for an 8B model).
-    Either way each shape gets its own CUDA graph.
+    Each shape gets its own CUDA graph.
     """
 
     name = "torch-compile"
 
     def __init__(self, device, *, dtype=torch.bfloat16, compile: bool = True, max_batch: int = 1,
-                 seed: int = 0, weights_from: nn.Module | None = None,
-                 dynamic: bool | None = None) -> None:
+                 max_context: int = 0, seed: int = 0, weights_from: nn.Module | None = None,
+                 dynamic: bool | None = None, backend: str = "inductor") -> None:
         self.device, self.dtype, self.compile = torch.device(device), dtype, compile
-        self.dynamic = dynamic
-        self.max_batch, self.seed, self.weights_from = max_batch, seed, weights_from
+        self.dynamic, self.backend = dynamic, backend
+        self.max_batch, self.max_context = max_batch, max_context
+        self.seed, self.weights_from = seed, weights_from
         self.model: Transformer | None = None
         self._forward: Callable | None = None
 
@@ -307,12 +340,18 @@ class TorchCompileRunner:
         shape = ModelShape.from_hf(config)
         if self.model is None or self.model.shape != shape:
             self._build(config)
-        max_ctx = cache_length(context_len)
-        if self.model.max_ctx != max_ctx or self.model.max_batch < num_tokens:
+        window = cache_length(context_len)
+        # NOTE: one spare row and 16 spare slots: a slice as long as the whole buffer would
+        # be a special case to torch.compile (a recompile, or an error for a dynamic dim).
+        if self.model.max_ctx <= window or self.model.max_batch <= num_tokens:
             self.max_batch = max(self.max_batch, num_tokens)
-            self.model.setup_caches(self.max_batch, max_ctx)
+            self.max_context = max(self.max_context, context_len)
+            self.model.setup_caches(self.max_batch + 1, cache_length(self.max_context) + 16)
         tokens, positions = decode_inputs(shape, num_tokens, context_len, self.device, self.seed)
-        return DecodeStep(self._forward, tokens, positions)
+        slots = torch.arange(window, device=self.device)
+        if self.compile and self.dynamic is None:
+            _mark_dynamic((slots, 0), *((tokens, 0), (positions, 0)) * (num_tokens > 1))
+        return DecodeStep(self._forward, tokens, positions, slots)
 
     def _build(self, config: Any) -> None:
         self.close()
@@ -323,9 +362,7 @@ class TorchCompileRunner:
         self._forward = self.model
         if self.compile:
             _raise_recompile_limit()
-            self._forward = torch.compile(
-                self.model, mode="reduce-overhead", fullgraph=True, dynamic=self.dynamic
-            )
+            self._forward = _compile(self.model, self.dynamic, self.backend)
 
     def close(self) -> None:
         """Drop the model and compiled graphs so the next system gets the memory."""
@@ -355,8 +392,10 @@ class HFRunner:
     name = "hf"
 
     def __init__(self, device, *, dtype=torch.bfloat16, compile: bool = True, seed: int = 0,
-                 model: nn.Module | None = None, dynamic: bool | None = None) -> None:
+                 model: nn.Module | None = None, dynamic: bool | None = None,
+                 backend: str = "inductor") -> None:
         self.device, self.dtype, self.dynamic = torch.device(device), dtype, dynamic
+        self.backend = backend
         self.compile, self.seed = compile, seed
         self.model = model
         self._shape = None if model is None else ModelShape.from_hf(model.config)
@@ -377,6 +416,11 @@ class HFRunner:
         cache.early_initialization(num_tokens, shape.num_kv_heads, shape.head_dim,
                                    self.dtype, self.device)
         tokens, positions = decode_inputs(shape, num_tokens, context_len, self.device, self.seed)
+        if self.compile and self.dynamic is None and num_tokens > 1:
+            # NOTE: not the cache length: transformers specializes it (the cache's
+            # max_cache_len is a Python int), so batch-1 steps compile once per context.
+            dims = [(t, 0) for layer in cache.layers for t in (layer.keys, layer.values)]
+            _mark_dynamic(*dims, (tokens, 0), (positions, 0))
         cache_kwarg = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
             else "past_key_values"
         return _HFStep(self._forward, cache, cache_kwarg, tokens, positions, context_len, max_len)
@@ -384,9 +428,7 @@ class HFRunner:
     def _wrap(self, model: nn.Module) -> Callable:
         if not self.compile:
             return model.forward
-        _raise_recompile_limit()
-        return torch.compile(model.forward, mode="reduce-overhead", fullgraph=True,
-                             dynamic=self.dynamic)
+        return _compile(model.forward, self.dynamic, self.backend)
 
     def close(self) -> None:
         self.model = self._forward = self._shape = None

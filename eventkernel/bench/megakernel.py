@@ -37,6 +37,7 @@ class MegakernelRunner:
         self.backends: dict[str, Any] = {}
         self.build_parts_s: dict[str, float] = {}  # of the last model built
         self.precompiled: dict[str, dict[str, float]] = {}  # config key -> cold figures
+        self._background: Any = None  # a precompile running in a thread (a Future)
 
     def precompile(self, configs: list[dict], num_workers: int, processes: int = 4,
                    cache_dir: str | None = None) -> float:
@@ -63,6 +64,22 @@ class MegakernelRunner:
                 self.precompiled[_key(config)] = cold
         return time.perf_counter() - start
 
+    def precompile_in_background(self, configs: list[dict], num_workers: int,
+                                 processes: int = 4, cache_dir: str | None = None) -> None:
+        """``precompile`` in a thread, while the baselines compile; the first ``backend()``
+        (or ``wait_for_precompile()``) waits for it."""
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ek-precompile")
+        self._background = pool.submit(self.precompile, configs, num_workers, processes,
+                                       cache_dir)
+        pool.shutdown(wait=False)
+
+    def wait_for_precompile(self) -> float | None:
+        """Wall seconds of the background precompile (None if none ran); raises its error."""
+        if self._background is None:
+            return None
+        return self._background.result()
+
     def _params(self) -> dict:
         return {"max_tokens": self.max_tokens, "max_context": self.max_context,
                 "trace": self.trace, "options": self.options, "passes": self.passes,
@@ -73,6 +90,7 @@ class MegakernelRunner:
         from eventkernel.cuda.launch import device_info
         key = _key(config)
         if key not in self.backends:
+            self.wait_for_precompile()
             self.backends.clear()                         # one model on the GPU at a time
             t0 = time.perf_counter()
             compiled = self.compile(config, device_info().sm_count)

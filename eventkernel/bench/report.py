@@ -126,10 +126,12 @@ class BenchReport:
     results: list[StepResult] = dataclasses.field(default_factory=list)
     warmups: list[WarmupResult] = dataclasses.field(default_factory=list)
     errors: list[dict] = dataclasses.field(default_factory=list)  # measurements that failed
+    wall_s: float | None = None  # the whole run so far, from the start of the command
 
     def to_dict(self) -> dict:
         return {
             "environment": dataclasses.asdict(self.environment),
+            "wall_s": self.wall_s,
             "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
             "results": [r.to_dict() for r in self.results],
             "warmups": [w.to_dict() for w in self.warmups],
@@ -150,6 +152,7 @@ class BenchReport:
                      for r in data["results"]],
             warmups=warmups,
             errors=list(data.get("errors", [])),
+            wall_s=data.get("wall_s"),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -188,7 +191,8 @@ def format_table(report: BenchReport) -> str:
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     bandwidth = f"copy bandwidth {report.bandwidth_bytes_per_s / 1e9:.1f} GB/s"
-    text = [f"{report.environment.device_name}, {bandwidth}", *lines]
+    took = "" if report.wall_s is None else f", whole run {report.wall_s:.0f} s"
+    text = [f"{report.environment.device_name}, {bandwidth}{took}", *lines]
     if report.warmups:
         text += ["", "warm-up (s): system, model, context, build, per tokens/step, first, all"]
         for w in report.warmups:

@@ -13,9 +13,13 @@ Example: ``python -m eventkernel.bench.run --models llama-3.2-1b --quick``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -72,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eager", action="store_true", help="no torch.compile (CPU smoke runs)")
     parser.add_argument("--static-baselines", action="store_true",
                         help="compile the baselines for every shape (torch.compile dynamic=False;"
-                             " default: its own, static first shape, then symbolic recompiles as"
-                             " dims change)")
+                             " default: torch's own, with batch and context marked dynamic: a"
+                             " graph for batch 1 and one for other batches, transformers also"
+                             " one per batch-1 context; a CUDA graph per shape)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--copy-bytes", type=int, default=1 << 30,
                         help="buffer size for the copy-bandwidth measurement")
@@ -85,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start no new measurement after this long (results so far kept)")
     parser.add_argument("--fail-fast", action="store_true",
                         help="stop at the first failing measurement instead of recording it")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="models measured at once, one process each, as GPU memory allows "
+                             "(default 1). Compiles overlap; warm-up calls and timing take "
+                             "the GPU one process at a time. The whole comparison: --jobs 3")
+    parser.add_argument("--bandwidth", type=float, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -108,43 +118,50 @@ def resolve_options(options: argparse.Namespace) -> argparse.Namespace:
     return options
 
 
-def main(argv: Sequence[str] | None = None, eventkernel_runner: Runner | None = None) -> int:
+def main(argv: Sequence[str] | None = None, eventkernel_runner: Runner | None = None,
+         started: float | None = None) -> int:
     """Command-line entry. ``eventkernel_runner(config, num_tokens, context_len) -> step``
-    adds the megakernel rows; without it only the baselines and the floor are measured."""
+    adds the megakernel rows; without it only the baselines and the floor are measured.
+    ``started``: ``time.monotonic()`` at the command's start (default: now), for ``wall_s``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     options = resolve_options(build_parser().parse_args(argv))
-    report = run_benchmarks(options, eventkernel_runner, ["eventkernel", "bench", *argv])
+    report = run_benchmarks(options, eventkernel_runner, ["eventkernel", "bench", *argv],
+                            started)
     return 1 if report.errors else 0
 
 
 def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | None = None,
-                   command_line: Sequence[str] | None = None) -> BenchReport:
+                   command_line: Sequence[str] | None = None,
+                   started: float | None = None) -> BenchReport:
     """Measure every system of ``options`` and write the JSON report (and PNG if asked)."""
     import torch
 
     from eventkernel.bench import baseline, report as report_module, timing
 
+    started = time.monotonic() if started is None else started
+
     deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
     dtype = getattr(torch, options.dtype)
     device = options.device
-    report = BenchReport(
-        environment=Environment.collect(device, command_line),
-        bandwidth_bytes_per_s=timing.measure_copy_bandwidth(device, options.copy_bytes),
-    )
+    with gpu_turn():
+        bandwidth = options.bandwidth or timing.measure_copy_bandwidth(device, options.copy_bytes)
+    report = BenchReport(environment=Environment.collect(device, command_line),
+                         bandwidth_bytes_per_s=bandwidth)
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
     factories: list[tuple[str, Callable[[], Runner]]] = []
-    if eventkernel_runner is not None:
-        factories.append((EVENTKERNEL, lambda: eventkernel_runner))
     compile_ = not options.eager
+    # NOTE: torch's default (dynamic=None); the runners mark batch and context dynamic.
     dynamic = False if options.static_baselines else None
     suffix = "-eager" if options.eager else ""  # eager numbers must not pass for compiled ones
     if "torch-compile" in options.baselines:
         factories.append(("torch-compile" + suffix, lambda: baseline.TorchCompileRunner(
             device, dtype=dtype, compile=compile_, max_batch=max(options.tokens),
-            seed=options.seed, dynamic=dynamic)))
+            max_context=max(options.contexts), seed=options.seed, dynamic=dynamic)))
     if "hf" in options.baselines:
         factories.append(("hf" + suffix, lambda: baseline.HFRunner(
             device, dtype=dtype, compile=compile_, seed=options.seed, dynamic=dynamic)))
+    if eventkernel_runner is not None:  # last: its cold compile may still run in background
+        factories.append((EVENTKERNEL, lambda: eventkernel_runner))
 
     print(f"{report.environment.device_name}: copy bandwidth "
           f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s", flush=True)
@@ -162,7 +179,8 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
                                                      ms, 0, num_bytes, ms))
         for system, make_runner in factories:
             _bench_system(report, options, model, config, system, make_runner(), floors,
-                          deadline)
+                          deadline, started)
+    report.wall_s = time.monotonic() - started
     report.save(options.out)
     print(report_module.format_table(report))
     print(f"results: {options.out}")
@@ -171,71 +189,204 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
     return report
 
 
+def sweep_order(tokens: Sequence[int], contexts: Sequence[int]) -> list[tuple[int, int]]:
+    """(tokens per step, context) points in the order they are measured.
+
+    The second point changes tokens and context at once: torch.compile's automatic dynamic
+    shapes then make both symbolic in one recompile (changed one at a time, each change
+    would cost a compile of its own, 30-90 s for an 8B model).
+    """
+    points = [(t, c) for c in contexts for t in tokens]
+    if len(tokens) > 1 and len(contexts) > 1:
+        points.remove((tokens[1], contexts[-1]))
+        points.insert(1, (tokens[1], contexts[-1]))
+    return points
+
+
 def _bench_system(report: BenchReport, options, model: str, config: dict, system: str,
-                  runner: Runner, floors: dict, deadline: float | None) -> None:
+                  runner: Runner, floors: dict, deadline: float | None,
+                  started: float) -> None:
     """Warm up and time one system over every context and tokens-per-step pair.
 
     The report file is rewritten after every measurement, so a run cut off keeps its numbers.
+    Warm-up is reported per context: the model build (charged to the first point's context),
+    then the first calls of each tokens-per-step point (compile, CUDA-graph capture).
     """
     from eventkernel.bench import timing
 
     start = time.perf_counter()
+    build_s = {context: 0.0 for context in options.contexts}
+    per_batch: dict[int, dict[int, float]] = {context: {} for context in options.contexts}
+    first_step_s: dict[int, float] = {}
     built = False
-    for context in options.contexts:
-        build_s, per_batch, first_step_s = 0.0, {}, None
-        for tokens in options.tokens:
-            label = f"{model} {system} tokens={tokens} context={context}"
-            if deadline is not None and time.monotonic() > deadline:
-                report.errors.append({"model": model, "system": system, "num_tokens": tokens,
-                                      "context_len": context, "error": "skipped: --time-limit"})
-                continue
-            try:
+    for tokens, context in sweep_order(options.tokens, options.contexts):
+        label = f"{model} {system} tokens={tokens} context={context}"
+        if deadline is not None and time.monotonic() > deadline:
+            report.errors.append({"model": model, "system": system, "num_tokens": tokens,
+                                  "context_len": context, "error": "skipped: --time-limit"})
+            continue
+        try:
+            t0 = time.perf_counter()
+            step = runner(config, tokens, context)
+            if not built:  # the first call builds the model (weights, compiled wrapper)
+                build_s[context], built = time.perf_counter() - t0, True
                 t0 = time.perf_counter()
-                step = runner(config, tokens, context)
-                if not built:  # the first call builds the model (weights, compiled wrapper)
-                    build_s, built = time.perf_counter() - t0, True
-                    t0 = time.perf_counter()
-                reset = getattr(step, "reset", None)
-                for _ in range(READY_CALLS):
-                    if reset is not None:
-                        reset()
+            reset = getattr(step, "reset", None)
+            for call in range(READY_CALLS):
+                if reset is not None:
+                    reset()
+                with gpu_turn() if call else contextlib.nullcontext():  # 1st: the compile
                     step()
-                _synchronize(options.device)
-                per_batch[tokens] = time.perf_counter() - t0
-                if first_step_s is None:
-                    first_step_s = build_s + per_batch[tokens]
+                    _synchronize(options.device)
+            ready_s = per_batch[context][tokens] = time.perf_counter() - t0
+            first_step_s.setdefault(context, build_s[context] + ready_s)
+            with gpu_turn():
                 measured = timing.time_fn(step, options.warmup, options.iters,
                                           before_each=reset, device=options.device)
-                predicted = getattr(step, "predicted_ms", None)
-            except Exception as error:  # noqa: BLE001 - one failing point must not end a sweep
-                if options.fail_fast:
-                    raise
-                report.errors.append({"model": model, "system": system, "num_tokens": tokens,
-                                      "context_len": context, "error": repr(error)})
-                print(f"FAILED {label}: {error!r}\n{traceback.format_exc(limit=4)}", flush=True)
-                continue
-            finally:
-                step = None
-                _release_memory(options.device)
-            num_bytes, floor = floors[tokens, context]
-            result = StepResult(model, system, tokens, context, measured.median_ms,
-                                measured.p10_ms, measured.p90_ms, measured.min_ms,
-                                measured.iters, num_bytes, floor, predicted)
-            report.results.append(result)
-            report.save(options.out)
-            guess = "" if predicted is None else f", schedule predicted {predicted:.3f} ms"
-            print(f"{label}: {result.median_ms:.3f} ms ({100 * result.fraction_of_floor:.1f}% "
-                  f"of floor{guess}), ready in {per_batch[tokens]:.1f} s", flush=True)
-        if per_batch:
+            predicted = getattr(step, "predicted_ms", None)
+        except Exception as error:  # noqa: BLE001 - one failing point must not end a sweep
+            if options.fail_fast:
+                raise
+            report.errors.append({"model": model, "system": system, "num_tokens": tokens,
+                                  "context_len": context, "error": repr(error)})
+            print(f"FAILED {label}: {error!r}\n{traceback.format_exc(limit=4)}", flush=True)
+            continue
+        finally:
+            step = None
+            _release_memory(options.device)
+        num_bytes, floor = floors[tokens, context]
+        result = StepResult(model, system, tokens, context, measured.median_ms,
+                            measured.p10_ms, measured.p90_ms, measured.min_ms,
+                            measured.iters, num_bytes, floor, predicted)
+        report.results.append(result)
+        report.wall_s = time.monotonic() - started
+        report.save(options.out)
+        guess = "" if predicted is None else f", schedule predicted {predicted:.3f} ms"
+        print(f"{label}: {result.median_ms:.3f} ms ({100 * result.fraction_of_floor:.1f}% "
+              f"of floor{guess}), ready in {ready_s:.1f} s", flush=True)
+    for context in options.contexts:
+        if per_batch[context]:
+            ready = dict(sorted(per_batch[context].items()))
             report.warmups.append(WarmupResult(
-                model, system, context, build_s, per_batch, first_step_s,
-                build_s + sum(per_batch.values()),
-                dict(getattr(runner, "build_parts_s", {})) if build_s else {}))
+                model, system, context, build_s[context], ready, first_step_s[context],
+                build_s[context] + sum(ready.values()),
+                dict(getattr(runner, "build_parts_s", {})) if build_s[context] else {}))
     close = getattr(runner, "close", None)
     if close is not None:
         close()
     _release_memory(options.device)
     print(f"{model} {system}: done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+GPU_LOCK_ENV = "EK_BENCH_GPU_LOCK"
+
+
+@contextlib.contextmanager
+def gpu_turn():
+    """Hold the GPU alone while timing (and capturing), when ``--jobs`` runs several bench
+    processes: an exclusive lock on the file named by $EK_BENCH_GPU_LOCK; nothing without."""
+    path = os.environ.get(GPU_LOCK_ENV)
+    if not path:
+        yield
+        return
+    import fcntl
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def peak_bytes(config: dict, options: argparse.Namespace) -> int:
+    """GPU memory one model's bench process may hold: weights and the KV cache of the
+    largest point, plus 10 % and 2 GiB (CUDA graphs, activations, allocator slack)."""
+    from eventkernel.bench import timing
+    dtype_bytes = 4 if options.dtype == "float32" else 2
+    need = timing.decode_bytes(config, max(options.tokens), max(options.contexts) + 32,
+                               dtype_bytes)
+    return int(need * 1.1) + (2 << 30)
+
+
+def run_jobs(options: argparse.Namespace, argv: Sequence[str],
+             started: float | None = None) -> BenchReport:
+    """``--jobs N``: one ``eventkernel bench`` process per model, at most N at once and
+    only as many as fit in GPU memory together (``peak_bytes``); merged into one report.
+
+    The processes compile (torch.compile, the megakernel) side by side and take turns on
+    the GPU (``gpu_turn``) for everything they time or capture; a model's systems still
+    run one after the other in its process. The copy bandwidth is measured once, here.
+    """
+    import torch
+
+    from eventkernel.bench import report as report_module, timing
+
+    started = time.monotonic() if started is None else started
+    device = options.device
+    report = BenchReport(environment=Environment.collect(device, ["eventkernel", "bench", *argv]),
+                         bandwidth_bytes_per_s=timing.measure_copy_bandwidth(
+                             device, options.copy_bytes))
+    print(f"{report.environment.device_name}: copy bandwidth "
+          f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s; {len(options.models)} models, "
+          f"up to {options.jobs} at once", flush=True)
+    is_cuda = torch.device(device).type == "cuda"
+    budget = 0.9 * torch.cuda.get_device_properties(device).total_memory if is_cuda else 1e30
+    peaks = {m: peak_bytes(presets.preset_config(m), options) for m in options.models}
+    base_argv = _without_options(argv, ("--models", "--out", "--plot", "--name", "--jobs",
+                                        "--time-limit", "--bandwidth"))
+    with tempfile.TemporaryDirectory(prefix="ek-bench-") as tmp:
+        env = {**os.environ, GPU_LOCK_ENV: os.path.join(tmp, "gpu.lock")}
+        pending = sorted(options.models, key=lambda m: -peaks[m])  # largest first
+        running: dict[str, subprocess.Popen] = {}
+        while pending or running:
+            for model, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[model]
+            in_use = sum(peaks[m] for m in running)
+            for model in list(pending):
+                fits = not running or in_use + peaks[model] <= budget
+                if len(running) < options.jobs and fits:
+                    command = [sys.executable, "-m", "eventkernel.serve.cli", "bench", *base_argv,
+                               "--models", model, "--out", os.path.join(tmp, f"{model}.json"),
+                               "--bandwidth", repr(report.bandwidth_bytes_per_s)]
+                    if options.time_limit is not None:
+                        left = options.time_limit - (time.monotonic() - started)
+                        command += ["--time-limit", f"{max(left, 0.0):.0f}"]
+                    running[model] = subprocess.Popen(command, env=env)
+                    pending.remove(model)
+                    in_use += peaks[model]
+            time.sleep(0.5)
+        for model in options.models:
+            path = Path(tmp) / f"{model}.json"
+            if not path.exists():
+                report.errors.append({"model": model, "system": "all", "num_tokens": 0,
+                                      "context_len": 0, "error": "its bench process wrote no "
+                                      "results (see its output above)"})
+                continue
+            part = BenchReport.load(path)
+            report.results += part.results
+            report.warmups += part.warmups
+            report.errors += part.errors
+    report.wall_s = time.monotonic() - started
+    report.save(options.out)
+    print(report_module.format_table(report))
+    print(f"results: {options.out}")
+    if options.plot is not None:
+        print(f"plot: {report_module.plot(options.out, options.plot)}")
+    return report
+
+
+def _without_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not any(arg.startswith(name + "=") for name in names):
+            out.append(arg)
+    return out
 
 
 def _synchronize(device: Any) -> None:

@@ -110,7 +110,7 @@ def instantiate(grid: TaskGrid, program: Program) -> tuple[str, list[Field]]:
                 [ptr("const bf16*", ins["x"]), ptr("bf16*", outs["out"]),
                  Field("int", value=str(tile["D"]))])
     if t == "argmax":
-        return (f"ArgmaxTask<{_rows(program, ins['x'])}>",
+        return (f"ArgmaxTask<{_rows(program, ins['x'])}, {tile['TM']}>",
                 [ptr("const float*", ins["x"]), Field("int", value=str(tile["V"])),
                  ptr("int*", outs["out"]), Field("float*", value="nullptr")])
     raise UnsupportedOnGpu(f"no CUDA template for task type {t!r} ({grid.name})")
@@ -177,10 +177,11 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
         ring_run = f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);"
         if template.startswith("LinearTask<"):
             # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
-            # Steps of EK_MMA_GEMV_MIN_ROWS or more rows (off by default: its handles() is
-            # then constant false and its run is not even instantiated) take the GEMV on
-            # tensor cores; both GEMVs read the same weight tile.
-            parts.append(f"using Gemv{k} = Gemv{template[len('Linear'):]};")
+            # Steps of EK_MMA_GEMV_MIN_ROWS (default 2) or more rows take the GEMV on tensor
+            # cores (=0: its handles() is constant false and its run is not instantiated);
+            # both GEMVs read the same weight tile. DecodeGemv compiles only the row loops
+            # the tensor-core path leaves to it: the kernel has 255 registers to share.
+            parts.append(f"using Gemv{k} = DecodeGemv{template[len('Linear'):]};")
             parts.append(f"using GemvMma{k} = GemvMma{template[len('Linear'):]};")
             prefetch.append(f"        case {k}: if (Gemv{k}::handles(shape) || "
                             f"GemvMma{k}::handles(shape)) Gemv{k}::l2_prefetch("

@@ -5,6 +5,7 @@ import torch
 
 from eventkernel.bench.baseline import (HFRunner, TorchCompileRunner, Transformer,
                                         build_hf_model, cache_length)
+from eventkernel.bench.run import sweep_order
 from eventkernel.models.presets import preset_config
 
 FAMILIES = ("tiny-llama", "tiny-qwen3")
@@ -29,17 +30,19 @@ def test_prefill_logits_match(models):
 def test_decode_with_different_context_lengths(models):
     """A batched decode step, sequences of 5 and 12 cached tokens, vs transformers per sequence."""
     _, hf, base = models
-    base.setup_caches(max_batch=2, max_ctx=cache_length(12))
+    base.setup_caches(max_batch=2, max_ctx=64)
     generator = torch.Generator().manual_seed(2)
     prompt = torch.randint(0, 256, (2, 12), generator=generator)
     base(prompt, torch.arange(12).expand(2, 12))  # fills slots 0..11 of both sequences
     new = torch.randint(0, 256, (2, 1), generator=generator)
-    lengths = [5, 12]
-    logits = base(new, torch.tensor(lengths).unsqueeze(1))  # [2, 1, V]
-    for i, length in enumerate(lengths):
+    lengths = torch.tensor([5, 12]).unsqueeze(1)
+    whole = base(new, lengths)  # [2, 1, V], attention over all 64 slots
+    window = base(new, lengths, torch.arange(cache_length(12)))  # the first 16 slots only
+    torch.testing.assert_close(window, whole, atol=1e-6, rtol=1e-5)
+    for i, length in enumerate(lengths[:, 0].tolist()):
         sequence = torch.cat([prompt[i, :length], new[i]]).unsqueeze(0)
         expected = hf(sequence).logits[0, -1]
-        torch.testing.assert_close(logits[i, 0], expected, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(whole[i, 0], expected, atol=2e-5, rtol=1e-4)
 
 
 @torch.no_grad()
@@ -90,12 +93,39 @@ def test_runner_grows_cache_for_bigger_batches():
     config = preset_config("tiny-llama")
     with torch.no_grad():
         assert runner(config, 2, 30)().shape == (2, 1, 256)
-        assert runner.model.max_ctx == cache_length(30) == 32
+        assert runner.model.max_ctx == cache_length(30) + 16  # a spare page: see __call__
         assert runner(config, 5, 30)().shape == (5, 1, 256)
-    assert runner.model.max_batch == 5
+    assert runner.model.max_batch == 5 + 1
 
 
 def test_forward_requires_caches():
     model = Transformer.random(preset_config("tiny-llama"), "cpu", torch.float32)
     with pytest.raises(RuntimeError, match="setup_caches"):
         model(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("runner, graphs", [("torch-compile", 2), ("hf", 3)])
+def test_few_graphs_serve_every_batch_and_context(runner, graphs):
+    """torch's default dynamic shapes with batch and context marked dynamic: a graph for
+    batch 1 (torch specializes it) and one for every other batch and context; transformers
+    also compiles batch 1 per context (it specializes the cache length). The bench's shapes
+    must not each cost a compile (30-90 s for an 8B model on a GPU). Counted by dynamo with
+    the eager backend (Inductor's graphs are the same ones)."""
+    from torch._dynamo.utils import counters
+
+    config = preset_config("tiny-llama")
+    if runner == "hf":
+        make = HFRunner("cpu", dtype=torch.float32, backend="eager")
+    else:
+        make = TorchCompileRunner("cpu", dtype=torch.float32, max_batch=16, max_context=200,
+                                  backend="eager")
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    try:  # (contexts of <= 64 slots get specialized: not these)
+        for tokens, context in sweep_order([1, 4, 16], [100, 200]):
+            step = make(config, tokens, context)
+            step.reset()
+            assert step().shape == (tokens, 1, 256)
+    finally:
+        make.close()
+    assert counters["stats"]["unique_graphs"] - before == graphs

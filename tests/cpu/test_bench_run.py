@@ -78,3 +78,34 @@ def test_quick_defaults():
     chosen = run.resolve_options(run.build_parser().parse_args(["--quick", "--baselines", "hf"]))
     assert chosen.baselines == ["hf"]
     assert options.out.parent.as_posix() == "bench/results"
+
+
+def test_sweep_changes_tokens_and_context_together_second():
+    points = run.sweep_order([1, 4, 16, 64], [512, 4096])
+    assert points[:2] == [(1, 512), (4, 4096)]
+    assert sorted(points) == sorted((t, c) for t in (1, 4, 16, 64) for c in (512, 4096))
+    assert run.sweep_order([1, 16], [512]) == [(1, 512), (16, 512)]
+
+
+def test_jobs_run_a_process_per_model_and_merge(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["--models", "tiny-llama,tiny-qwen3", "--tokens", "1,2", "--contexts", "8",
+            "--device", "cpu", "--eager", "--dtype", "float32", "--iters", "2", "--warmup", "1",
+            "--baselines", "torch-compile,floor", "--copy-bytes", str(1 << 20),
+            "--out", str(out), "--jobs", "2"]
+    options = run.resolve_options(run.build_parser().parse_args(argv))
+    report = run.run_jobs(options, argv)
+    assert report.errors == []
+    assert {(r.model, r.system) for r in report.results} == {
+        (m, s) for m in ("tiny-llama", "tiny-qwen3") for s in ("floor", "torch-compile-eager")}
+    data = json.loads(out.read_text())
+    assert len(data["results"]) == 2 * 2 * 2 and data["wall_s"] > 0
+    bandwidths = {r["floor_ms"] / r["bytes_per_step"] for r in data["results"]}
+    assert max(bandwidths) == pytest.approx(min(bandwidths))  # one bandwidth for all models
+    assert data["environment"]["command_line"][-2:] == ["--jobs", "2"]
+
+
+def test_without_options():
+    argv = ["--models", "a,b", "--jobs=3", "--iters", "5", "--out", "x.json", "--quick"]
+    assert run._without_options(argv, ("--models", "--jobs", "--out")) == ["--iters", "5",
+                                                                           "--quick"]

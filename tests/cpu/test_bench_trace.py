@@ -124,7 +124,8 @@ def test_chrome_trace_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("name,tasks", [("2026-11-28-h100-qwen3-8b-trace", 51315),
-                                        ("2026-11-28-h200-llama-3.2-1b-trace", 17670)])
+                                        ("2026-11-28-h200-llama-3.2-1b-trace", 17670),
+                                        ("2026-11-29-h200-qwen3-8b-trace", 51315)])
 def test_committed_traces_are_valid(name, tasks):
     """The GPU traces in bench/results read back; every SM's fractions add up to one."""
     from pathlib import Path

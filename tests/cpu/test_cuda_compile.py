@@ -69,18 +69,23 @@ INSTANCES = {
     "linear_tn16_f32": "LinearTask<2048, 16, float, false, true>",
     "linear_tn32_norm": "LinearTask<2048, 32, bf16, true, true>",
     "linear_tn512_bf16": "LinearTask<2048, 512, bf16, true, true>",
-    # the decode GEMV on tensor cores (opt-in): split K (TN 16, 64), one tile per warp
-    # (TN 128), several tiles per warp (TN 256), gated input, fp32 output, K = 576
+    # the decode GEMV on tensor cores: split K (TN 16, 64), one tile per warp (TN 128),
+    # several tiles per warp (TN 256), gated input, fp32 output, K = 576, and the direct
+    # input (unstaged: qwen3-8b and llama-3.1-8b down projections, split K and not)
     "gemv_mma_qkv": "GemvMmaTask<2048, 16, bf16, true, false>",
     "gemv_mma_gate_up": "GemvMmaTask<4096, 64, bf16, true, false>",
     "gemv_mma_down_gated": "GemvMmaTask<8192, 16, bf16, false, true, RowSet::kTokens, true>",
     "gemv_mma_tn128": "GemvMmaTask<2048, 128, bf16, false, true>",
     "gemv_mma_lm_head": "GemvMmaTask<2048, 256, float, true, false, RowSet::kSeqs>",
     "gemv_mma_smollm": "GemvMmaTask<576, 32, bf16, true, false>",
+    "gemv_mma_down_qwen": "GemvMmaTask<12288, 16, bf16, false, true>",
+    "gemv_mma_down_llama8b": "GemvMmaTask<14336, 16, bf16, false, true>",
+    "gemv_mma_down_qwen_tn128": "GemvMmaTask<12288, 128, bf16, false, true>",
     # shared
     "gather": "GatherRowsTask<256>",
     "argmax_seqs": "ArgmaxTask<RowSet::kSeqs>",
     "argmax_tokens": "ArgmaxTask<RowSet::kTokens>",
+    "argmax_row": "ArgmaxTask<RowSet::kSeqs, 1>",
     "rmsnorm_tokens": "RmsNormTask<RowSet::kTokens>",
     "rmsnorm_seqs": "RmsNormTask<RowSet::kSeqs>",
 }

@@ -8,10 +8,14 @@ Tolerance: at this depth bf16 rounding alone moves the logits by ~5% (measured o
 Qwen3-8B, transformers bf16 vs fp32 4.8e-2, megakernel bf16 vs fp32 4.5e-2). So both the
 megakernel and transformers in bf16 are compared with transformers in fp32, and the
 megakernel's relative L2 error may be at most 1.5x transformers-bf16's own, plus 1e-3.
+
+EK_TEST_KERNEL_OPTIONS (space-separated ``-D...`` flags) builds the kernel with opt-in
+options, e.g. ``-DEK_MMA_GEMV_MIN_ROWS=0`` to check the CUDA-core GEMV at depth.
 """
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -40,7 +44,8 @@ def preset(request):
         state.pop("lm_head.weight", None)
     limits = Limits(max_tokens=16, max_seqs=16, max_context=512, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
-    backend = CudaBackend(compiled, graph_weights(compiled.graph, state))
+    options = tuple(os.environ.get("EK_TEST_KERNEL_OPTIONS", "").split())
+    backend = CudaBackend(compiled, graph_weights(compiled.graph, state), options=options)
     del state
     # NOTE: converted in place, one tensor at a time: a second fp32 state dict of an 8B
     # model would not fit next to the bf16 copies on an 80 GB card.

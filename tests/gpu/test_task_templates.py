@@ -32,6 +32,8 @@ LINEAR_CASES = [
     ("lin_k1024_tn256_norm", 1024, 256, False, "norm", False, "kTokens"),
     ("lin_k1024_tn512_f32_res", 1024, 512, True, "x", True, "kTokens"),
     ("lin_k4096_tn128_seqs", 4096, 128, True, "norm", False, "kSeqs"),
+    # 4 rows of K = 12288 fit staged: GemvMmaTask reads the rows from global memory (direct)
+    ("lin_k12288_tn16_res", 12288, 16, False, "x", True, "kTokens"),
 ]
 ATTENTION_SHAPES = [(64, 4), (128, 4), (128, 8)]  # (head_dim, G)
 ROPE_SHAPES = [(64, 4, False), (128, 4, True)]  # (head_dim, G, qk-norm)
@@ -131,6 +133,7 @@ KERNEL rope_{hd}_{g}(const bf16* qkv, const bf16* qn, const bf16* kn, const floa
     prefetch_and_run<{task}>(a, shape);
 }}""")
     tasks["argmax"] = "ArgmaxTask<RowSet::kSeqs>"
+    tasks["argmax_row"] = "ArgmaxTask<RowSet::kSeqs, 1>"  # one row per task, as lowered
     kernels.append(r"""
 KERNEL embedding(const bf16* table, bf16* out, int dim, const StepShape* shape) {
     EmbeddingTask<128>::Args a{table, out, dim};
@@ -152,6 +155,11 @@ KERNEL gather(const bf16* x, bf16* out, int dim, const StepShape* shape) {
 KERNEL argmax(const float* logits, int vocab, int* next, float* maxv, const StepShape* shape) {
     ArgmaxTask<RowSet::kSeqs>::Args a{logits, vocab, next, maxv};
     prefetch_and_run<ArgmaxTask<RowSet::kSeqs>>(a, shape);
+}
+KERNEL argmax_row(const float* logits, int vocab, int* next, float* maxv,
+                  const StepShape* shape) {
+    ArgmaxTask<RowSet::kSeqs, 1>::Args a{logits, vocab, next, maxv};
+    prefetch_and_run<ArgmaxTask<RowSet::kSeqs, 1>>(a, shape);
 }""")
     names = list(tasks)
     sizes = "\n".join(f"    out[{i}] = {tasks[n]}::kSmemBytes;" for i, n in enumerate(names))
@@ -296,6 +304,11 @@ def test_rmsnorm(kernels, T):
     assert rel_err(out, ref_rmsnorm(x, g, eps)) < REL_TOL
 
 
+def gemv_max_rows(k):
+    """GemvTask::kMaxRows: the rows of K bf16 that fit staged in 160 KB (16, 8 or 4)."""
+    return next((r for r in (16, 8) if k * 2 * r <= 160 * 1024), 4)
+
+
 def ref_input(x, g, eps, input_kind):
     """The linear's input rows as the fused template forms them."""
     if input_kind == "norm":
@@ -315,6 +328,8 @@ def test_linear(kernels, case, T, path):
     if path != "mma":
         if T > 16:
             pytest.skip("the GEMV paths serve decode-sized steps (up to 16 rows)")
+        if path == "gemv" and T > gemv_max_rows(k):
+            pytest.skip("more rows than GemvTask stages for this K")
         name = f"{path}_{name}"
     n = 3 * tn + 24 if tn >= 64 else 4 * tn  # a partial last column tile when TN >= 64
     eps = 1e-6
@@ -339,7 +354,8 @@ def test_linear(kernels, case, T, path):
     assert torch.equal(out[T:], before[T:]), "rows past the tile were written"
 
 
-RING_CASES = [c for c in LINEAR_CASES if c[2] <= 256]
+# K <= 4096: the ring's scratch stages 4 rows of K = 12288 at most (ring_rows_fit).
+RING_CASES = [c for c in LINEAR_CASES if c[2] <= 256 and c[1] <= 4096]
 
 
 @pytest.mark.parametrize("T", [1, 2, 3, 5, 8])
@@ -548,8 +564,9 @@ def test_gather_rows(kernels):
     assert torch.equal(out[S:], before[S:])
 
 
+@pytest.mark.parametrize("kernel,tile_rows", [("argmax", 64), ("argmax_row", 1)])
 @pytest.mark.parametrize("rows,vocab", [(1, 151936), (5, 128256), (64, 1003), (70, 4099)])
-def test_argmax(kernels, rows, vocab):
+def test_argmax(kernels, rows, vocab, kernel, tile_rows):
     logits = torch.randn(rows, vocab, device="cuda")
     # ties: the max appears twice; the first index must win
     top = logits.max(dim=1).values + 1.0
@@ -559,7 +576,7 @@ def test_argmax(kernels, rows, vocab):
     logits[torch.arange(rows), second] = top
     next_tokens = torch.full((rows,), -5, dtype=torch.int32, device="cuda")
     max_values = torch.zeros(rows, device="cuda")
-    kernels.launch("argmax", math.ceil(rows / 64) + 1, [
+    kernels.launch(kernel, math.ceil(rows / tile_rows) + 1, [  # + 1: an inactive tile
         logits, i32(vocab), next_tokens, max_values, Step(3, rows).device])
     assert torch.equal(next_tokens.long(), first)
     assert torch.equal(max_values, top)

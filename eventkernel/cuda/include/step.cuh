@@ -44,11 +44,13 @@ struct RowTile {
     int count;
 };
 
-__device__ __forceinline__ RowTile row_tile(const StepShape& shape, RowSet rows, int tile) {
+/// `tile_rows`: rows per tile, for tasks tiled other than by the program's kRowTile.
+__device__ __forceinline__ RowTile row_tile(const StepShape& shape, RowSet rows, int tile,
+                                            int tile_rows = kRowTile) {
     const int total = num_rows(shape, rows);
-    const int begin = tile * kRowTile;
+    const int begin = tile * tile_rows;
     int count = total - begin;
-    count = count < 0 ? 0 : (count > kRowTile ? kRowTile : count);
+    count = count < 0 ? 0 : (count > tile_rows ? tile_rows : count);
     return RowTile{begin, count};
 }
 

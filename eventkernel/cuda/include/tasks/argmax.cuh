@@ -1,8 +1,9 @@
 /**
  * @file argmax.cuh
  * @brief ArgmaxTask: next_tokens[r] = first index of the max of logits[r, :V] (fp32), and
- *        the max value, for the rows of one row tile. The whole CTA reduces one row at a
- *        time (decode has one row per sequence).
+ *        the max value, for the rows of one row tile of kTileRows rows (the compiler tiles
+ *        argmax one row per task, so that rows reduce on different SMs). The whole CTA
+ *        reduces one row at a time.
  *
  * Task coordinates: c0 = row tile. Rows are per-sequence (RowSet::kSeqs) by default:
  * logits come from the gathered rows.
@@ -14,7 +15,7 @@
 
 namespace ek {
 
-template <RowSet kRows = RowSet::kSeqs>
+template <RowSet kRows = RowSet::kSeqs, int kTileRows = kRowTile>
 struct ArgmaxTask {
     static constexpr int kSmemBytes = kWarps * 8;
 
@@ -26,14 +27,14 @@ struct ArgmaxTask {
     };
 
     __device__ static bool active(const StepShape& shape, int c0, int, int) {
-        return row_tile(shape, kRows, c0).count > 0;
+        return row_tile(shape, kRows, c0, kTileRows).count > 0;
     }
 
     __device__ static void prefetch(const Args&, int, int, int, char*) {}
 
     __device__ static void run(const Args& args, const StepShape& shape, int c0, int, int,
                                char* smem) {
-        const RowTile rows = row_tile(shape, kRows, c0);
+        const RowTile rows = row_tile(shape, kRows, c0, kTileRows);
         float* warp_val = reinterpret_cast<float*>(smem);
         int* warp_idx = reinterpret_cast<int*>(smem + kWarps * 4);
         const int vocab = args.vocab;

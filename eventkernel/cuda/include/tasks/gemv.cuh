@@ -45,7 +45,7 @@ __device__ __forceinline__ uint4 ld_nc_v4(const void* p) {
 }
 
 template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
-          RowSet kRows = RowSet::kTokens, bool kGated = false>
+          RowSet kRows = RowSet::kTokens, bool kGated = false, int kRowLimit = 16>
 struct GemvTask {
     static_assert(K % 8 == 0, "K must be a multiple of 8 (16-byte loads)");
     using Linear = LinearTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>;
@@ -57,6 +57,9 @@ struct GemvTask {
     static constexpr int kRstdOffset = kMaxRows * K * 2;
     static constexpr int kNormOffset = kRstdOffset + (kMaxRows + kWarps) * 4;  // RMSNorm weight
     static constexpr int kSmemBytes = kNormOffset + (kFuseNorm ? K * 2 : 0);
+    /// Rows run here: kRowLimit < kMaxRows when another path takes the larger steps; only
+    /// the row loops up to it are compiled (less code, fewer registers for the kernel).
+    static constexpr int kRunRows = cmin(kMaxRows, kRowLimit);
 
     /// 16-byte loads per lane for one output feature; a lane holds at most EK_GEMV_BATCH.
     static constexpr int kIters = (K + 255) / 256;
@@ -71,9 +74,9 @@ struct GemvTask {
     /// run() calls the runtime's wait itself, after issuing its first weight loads.
     static constexpr bool kWaitsInRun = true;
 
-    /// Rows this path handles: the whole step must fit in one row tile of kMaxRows.
+    /// Rows this path handles: the whole step must fit in one row tile of kRunRows.
     __device__ static bool handles(const StepShape& shape) {
-        return num_rows(shape, kRows) <= kMaxRows;
+        return num_rows(shape, kRows) <= kRunRows;
     }
 
     __device__ static bool active(const StepShape& shape, int c0, int, int) {
@@ -121,15 +124,19 @@ struct GemvTask {
         // NOTE: one compact loop per row count; the others stay out of the instruction cache.
         if (rows.count <= 1) {
             dot_rows<1>(args, rows, n0, valid_n, xs, wv);
-        } else if (rows.count <= 2) {
-            dot_rows<2>(args, rows, n0, valid_n, xs, wv);
-        } else if (rows.count <= 4) {
-            dot_rows<4>(args, rows, n0, valid_n, xs, wv);
-        } else if constexpr (kMaxRows >= 8) {
-            if (rows.count <= 8) {
-                dot_rows<8>(args, rows, n0, valid_n, xs, wv);
-            } else if constexpr (kMaxRows >= 16) {
-                dot_rows<16>(args, rows, n0, valid_n, xs, wv);
+        } else if constexpr (kRunRows >= 2) {
+            if (rows.count <= 2) {
+                dot_rows<2>(args, rows, n0, valid_n, xs, wv);
+            } else if constexpr (kRunRows >= 3) {
+                if (rows.count <= 4) {
+                    dot_rows<4>(args, rows, n0, valid_n, xs, wv);
+                } else if constexpr (kRunRows >= 5) {
+                    if (rows.count <= 8) {
+                        dot_rows<8>(args, rows, n0, valid_n, xs, wv);
+                    } else if constexpr (kRunRows >= 9) {
+                        dot_rows<16>(args, rows, n0, valid_n, xs, wv);
+                    }
+                }
             }
         }
         __syncthreads();  // smem is free for the next task

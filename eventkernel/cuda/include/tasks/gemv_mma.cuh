@@ -1,14 +1,21 @@
 /**
  * @file gemv_mma.cuh
  * @brief GemvMmaTask: the decode linear on tensor cores, for steps of a few token rows.
- *        Opt-in: -DEK_MMA_GEMV_MIN_ROWS=N sends steps of N..kMaxRows rows here (0, the
- *        default, keeps it out of the kernel). Weights go from global memory straight into
+ *        Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to kMaxRows rows come here; 0 keeps it
+ *        out of the kernel. Weights go from global memory straight into
  *        registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
  *        operand; the activations, staged in shared memory by GemvTask's staging (fused
  *        RMSNorm or gating), are the B operand, 8 tokens per n-tile. GemvTask spends a
  *        CUDA-core FMA per weight element and row, so it is compute-bound from a few rows
  *        on (16 rows: 0.22x torch.compile on an H200); here a 32-column step of 16 weight
  *        rows costs two mma per n-tile.
+ *
+ * Direct input (kDirect): a plain input (no RMSNorm, no gating) whose 16 rows do not fit
+ * staged (GemvTask::kMaxRows < 16: K > 5120, e.g. the MLP down projection of 8B models)
+ * is not staged; the B fragments are read straight from global memory (16-byte coherent
+ * loads after the event wait, whose acquire invalidates L1, as for the staging; not
+ * ld.global.nc: other tasks of the launch write the rows), so steps of up to 16 rows stay
+ * here instead of falling back to LinearTask.
  *
  * K order: lane (g = lane / 4, t = lane % 4) loads W[row g][k0 + 8t, +8) and
  * W[row g + 8][k0 + 8t, +8) for each 32-column step k0. The mma's k index is permuted so
@@ -18,8 +25,8 @@
  * does not depend on the order of k.
  *
  * Work: the TN / 16 row tiles of a task times kSplit ranges of K cover the 8 warps; the
- * split partials are added in shared memory (where the rows were staged) in a fixed order
- * (deterministic).
+ * split partials are added in shared memory (where the rows were staged, or at its start
+ * in direct mode) in a fixed order (deterministic).
  *
  * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
  */
@@ -31,10 +38,14 @@
 #include "gemv.cuh"
 
 #ifndef EK_MMA_GEMV_MIN_ROWS
-#define EK_MMA_GEMV_MIN_ROWS 0  // 0: off; N: steps of N..kMaxRows rows take GemvMmaTask
+#define EK_MMA_GEMV_MIN_ROWS 2  // 0: off; N: steps of N..kMaxRows rows take GemvMmaTask
 #endif
 #ifndef EK_MMA_GEMV_BATCH
-#define EK_MMA_GEMV_BATCH 8  // 32-column steps in flight per warp (two 16-byte loads each)
+#define EK_MMA_GEMV_BATCH 4  // 32-column steps in flight per warp (two 16-byte loads each)
+#endif
+
+#ifndef EK_MMA_GEMV_EARLY
+#define EK_MMA_GEMV_EARLY 0  // 1: the first weight batch flies during the event wait (spills)
 #endif
 
 namespace ek {
@@ -45,13 +56,20 @@ struct GemvMmaTask {
     using Gemv = GemvTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>;
     using Args = typename Gemv::Args;
     using OutType = OutT;
-    /// Shapes this path takes: whole 32-column steps and 16-row tiles.
-    static constexpr bool kSupported = K % 32 == 0 && TN % 16 == 0;
-    static constexpr int kMaxRows = cmin(Gemv::kMaxRows, 16);  // two n-tiles at most
+    /// The B fragments read the input rows from global memory, unstaged (see the top).
+    static constexpr bool kDirect = !kFuseNorm && !kGated && Gemv::kMaxRows < 16;
+    static constexpr int kMaxRows = kDirect ? 16 : cmin(Gemv::kMaxRows, 16);  // two n-tiles at most
     static constexpr int kRowTiles = TN / 16;
     static constexpr int kSplit = kRowTiles >= kWarps ? 1 : kWarps / kRowTiles;  // warps per tile
+    /// Shapes this path takes: whole 32-column steps, 16-row tiles, and (split K) room for
+    /// the partials [warp][16 rows][16 tokens] where the rows were staged (small K: no;
+    /// direct mode: K > 5120, always room).
+    static constexpr bool kSupported =
+        K % 32 == 0 && TN % 16 == 0 && (kSplit == 1 || Gemv::kRstdOffset >= kWarps * 16 * 16 * 4);
     static constexpr int kSteps = K / 32;       // 32-column steps along K
-    static constexpr int kBatch = EK_MMA_GEMV_BATCH;  // steps whose loads fly together
+    /// Steps whose loads fly together (no more than a warp's K range has: small K, fewer
+    /// registers).
+    static constexpr int kBatch = cmin(EK_MMA_GEMV_BATCH, (kSteps + kSplit - 1) / kSplit);
     /// GemvTask's layout; the split partials reuse the staged rows' space at the end.
     static constexpr int kSmemBytes = Gemv::kSmemBytes;
     static constexpr bool kWaitsInRun = true;
@@ -96,10 +114,16 @@ struct GemvMmaTask {
             const int s0 = split * kSteps / kSplit;
             const int s1 = (split + 1) * kSteps / kSplit;
             uint4 wv[2 * kBatch];
-            if (first_tile < kRowTiles) load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
+            if (EK_MMA_GEMV_EARLY && first_tile < kRowTiles)
+                load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
             if (!wait()) return Gemv::abandon_staging();
-            Gemv::stage(args, rows, st);
-            const bf16* xs = st.xs;
+            const bf16* xs;  // the B operand's rows, K elements apart
+            if constexpr (kDirect) {
+                xs = args.input + static_cast<long long>(rows.begin) * K;
+            } else {
+                Gemv::stage(args, rows, st);
+                xs = st.xs;
+            }
             // NOTE: one loop per n-tile count; the other stays out of the instruction cache.
             if (rows.count <= 8) {
                 tiles<1>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
@@ -142,7 +166,8 @@ struct GemvMmaTask {
         if constexpr (kSplit == 1) {
 #pragma unroll 1
             for (int tile = first_tile; tile < kRowTiles; tile += kWarps) {
-                accumulate<NT>(args, rows, n0, valid_n, tile, s0, s1, xs, tile != first_tile, wv,
+                accumulate<NT>(args, rows, n0, valid_n, tile, s0, s1, xs,
+                               !EK_MMA_GEMV_EARLY || tile != first_tile, wv,
                                acc);
                 // acc[nt][e] = C[row g (+8 for e >= 2)][token nt * 8 + 2t + (e & 1)]
 #pragma unroll
@@ -153,8 +178,10 @@ struct GemvMmaTask {
                               nt * 8 + 2 * t + (e & 1), acc[nt][e]);
             }
         } else {
-            accumulate<NT>(args, rows, n0, valid_n, first_tile, s0, s1, xs, false, wv, acc);
-            // The partials [warp][16 rows][16 tokens] replace the staged rows.
+            accumulate<NT>(args, rows, n0, valid_n, first_tile, s0, s1, xs, !EK_MMA_GEMV_EARLY,
+                           wv, acc);
+            // The partials [warp][16 rows][16 tokens] replace the staged rows (direct mode:
+            // none; the staging's space).
             static_assert(Gemv::kRstdOffset >= kWarps * 16 * 16 * 4,
                           "the split partials must fit where the rows were staged");
             float* part = reinterpret_cast<float*>(smem);
@@ -179,15 +206,16 @@ struct GemvMmaTask {
         }
     }
 
-    /// acc = row tile ``tile`` x the staged rows over steps [s0, s1); the first batch is
-    /// issued here unless ``wv`` holds it already (``load_first`` false).
+    /// acc = row tile ``tile`` x the rows at ``xs`` (staged, or global memory in direct
+    /// mode) over steps [s0, s1); the first batch is issued here unless ``wv`` holds it
+    /// already (``load_first`` false).
     template <int NT>
     __device__ static void accumulate(const Args& args, RowTile rows, int n0, int valid_n,
                                       int tile, int s0, int s1, const bf16* xs, bool load_first,
                                       uint4 (&wv)[2 * kBatch], float (&acc)[NT][4]) {
         const int g = lane_id() >> 2;
         const int t = lane_id() & 3;
-        // Token rows of this lane's B fragments (past the step's rows: any staged row, the
+        // Token rows of this lane's B fragments (past the step's rows: the last row, the
         // results of those columns are dropped).
         int xrow[NT];  // element offsets into xs (32-bit: fewer registers than pointers)
 #pragma unroll
@@ -238,5 +266,16 @@ struct GemvMmaTask {
         }
     }
 };
+
+/// The megakernel's CUDA-core GEMV: only the rows GemvMmaTask leaves to it (fewer than
+/// EK_MMA_GEMV_MIN_ROWS where it takes the shape; all of them elsewhere).
+template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
+          RowSet kRows = RowSet::kTokens, bool kGated = false>
+using DecodeGemvTask = GemvTask<
+    K, TN, OutT, kFuseNorm, kResidual, kRows, kGated,
+    (GemvMmaTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>::kSupported &&
+     EK_MMA_GEMV_MIN_ROWS > 0)
+        ? EK_MMA_GEMV_MIN_ROWS - 1
+        : 16>;
 
 }  // namespace ek
