@@ -17,9 +17,10 @@ import contextlib
 import datetime
 import gc
 import os
+import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -334,20 +335,34 @@ def run_jobs(options: argparse.Namespace, argv: Sequence[str],
     peaks = {m: peak_bytes(presets.preset_config(m), options) for m in options.models}
     base_argv = _without_options(argv, ("--models", "--out", "--plot", "--name", "--jobs",
                                         "--time-limit", "--bandwidth"))
-    with tempfile.TemporaryDirectory(prefix="ek-bench-") as tmp:
-        env = {**os.environ, GPU_LOCK_ENV: os.path.join(tmp, "gpu.lock")}
-        pending = sorted(options.models, key=lambda m: -peaks[m])  # largest first
-        running: dict[str, subprocess.Popen] = {}
+    # Each process's own JSON (rewritten after every measurement) lives next to the result,
+    # so that whatever stops this process, what was measured is merged or can be.
+    parts = Path(options.out).with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    # NOTE: each torch.compile starts a pool of Triton compile workers, one per core by
+    # default: N processes would run N x cores workers.
+    threads = max(1, (os.cpu_count() or 1) // min(options.jobs, len(options.models)))
+    env = {**os.environ, GPU_LOCK_ENV: str(parts / "gpu.lock"),
+           "TORCHINDUCTOR_COMPILE_THREADS": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS",
+                                                           str(threads))}
+    # Past --time-limit a process starts nothing new; one stuck in a build is stopped later.
+    hard_stop = None if options.time_limit is None else started + options.time_limit + 60
+    pending = sorted(options.models, key=lambda m: -peaks[m])  # largest first
+    running: dict[str, subprocess.Popen] = {}
+    signal.signal(signal.SIGTERM, _interrupt)  # e.g. `timeout`: merge before exiting
+    try:
         while pending or running:
             for model, proc in list(running.items()):
                 if proc.poll() is not None:
                     del running[model]
+            if hard_stop is not None and time.monotonic() > hard_stop:
+                break
             in_use = sum(peaks[m] for m in running)
             for model in list(pending):
                 fits = not running or in_use + peaks[model] <= budget
                 if len(running) < options.jobs and fits:
                     command = [sys.executable, "-m", "eventkernel.serve.cli", "bench", *base_argv,
-                               "--models", model, "--out", os.path.join(tmp, f"{model}.json"),
+                               "--models", model, "--out", str(parts / f"{model}.json"),
                                "--bandwidth", repr(report.bandwidth_bytes_per_s)]
                     if options.time_limit is not None:
                         left = options.time_limit - (time.monotonic() - started)
@@ -356,24 +371,42 @@ def run_jobs(options: argparse.Namespace, argv: Sequence[str],
                     pending.remove(model)
                     in_use += peaks[model]
             time.sleep(0.5)
-        for model in options.models:
-            path = Path(tmp) / f"{model}.json"
-            if not path.exists():
-                report.errors.append({"model": model, "system": "all", "num_tokens": 0,
-                                      "context_len": 0, "error": "its bench process wrote no "
-                                      "results (see its output above)"})
-                continue
-            part = BenchReport.load(path)
-            report.results += part.results
-            report.warmups += part.warmups
-            report.errors += part.errors
-    report.wall_s = time.monotonic() - started
-    report.save(options.out)
+    finally:  # also on Ctrl-C or SIGTERM (below): stop the rest, keep what they measured
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.wait()
+        _merge_parts(report, options, parts, pending, started)
+        if all((parts / f"{m}.json").exists() for m in options.models) and not running:
+            shutil.rmtree(parts)  # all merged (a process stopped early keeps them for a look)
     print(report_module.format_table(report))
     print(f"results: {options.out}")
     if options.plot is not None:
         print(f"plot: {report_module.plot(options.out, options.plot)}")
     return report
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _merge_parts(report: BenchReport, options: argparse.Namespace, parts: Path,
+                 not_started: list[str], started: float) -> None:
+    """Collect the per-model JSONs of ``run_jobs`` into ``report`` and save it."""
+    for model in options.models:
+        path = parts / f"{model}.json"
+        if not path.exists():
+            why = "not started (--time-limit)" if model in not_started else \
+                "its bench process wrote no results (see its output above)"
+            report.errors.append({"model": model, "system": "all", "num_tokens": 0,
+                                  "context_len": 0, "error": why})
+            continue
+        part = BenchReport.load(path)
+        report.results += part.results
+        report.warmups += part.warmups
+        report.errors += part.errors
+    report.wall_s = time.monotonic() - started
+    report.save(options.out)
 
 
 def _without_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:

@@ -104,13 +104,13 @@ def test_forward_requires_caches():
         model(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
 
 
-@pytest.mark.parametrize("runner, graphs", [("torch-compile", 2), ("hf", 3)])
+@pytest.mark.parametrize("runner, graphs", [("torch-compile", 3), ("hf", 3)])
 def test_few_graphs_serve_every_batch_and_context(runner, graphs):
-    """torch's default dynamic shapes with batch and context marked dynamic: a graph for
-    batch 1 (torch specializes it) and one for every other batch and context; transformers
-    also compiles batch 1 per context (it specializes the cache length). The bench's shapes
-    must not each cost a compile (30-90 s for an 8B model on a GPU). Counted by dynamo with
-    the eager backend (Inductor's graphs are the same ones)."""
+    """torch's default dynamic shapes, batch and context marked dynamic above batch 1:
+    batch 1 (torch specializes it) static at the first context, then symbolic in the
+    context, and one graph for every other batch and context. The bench's shapes must not
+    each cost a compile (30-90 s for an 8B model on a GPU). Counted by dynamo with the
+    eager backend (Inductor's graphs are the same ones)."""
     from torch._dynamo.utils import counters
 
     config = preset_config("tiny-llama")

@@ -109,3 +109,24 @@ def test_without_options():
     argv = ["--models", "a,b", "--jobs=3", "--iters", "5", "--out", "x.json", "--quick"]
     assert run._without_options(argv, ("--models", "--jobs", "--out")) == ["--iters", "5",
                                                                            "--quick"]
+
+
+def test_merge_keeps_what_the_processes_wrote(tmp_path):
+    """run_jobs merges the part files however it stops: present ones in, missing ones as
+    errors that say why."""
+    from eventkernel.bench.report import BenchReport, Environment, StepResult
+
+    env = Environment.collect("cpu", ["test"])
+    part = BenchReport(env, 1e9, [StepResult("tiny-llama", "floor", 1, 8, 1.0, 1.0, 1.0, 1.0,
+                                             0, 100, 1.0)])
+    parts = tmp_path / "r.parts"
+    part.save(parts / "tiny-llama.json")
+    options = run.resolve_options(run.build_parser().parse_args(
+        ["--models", "tiny-llama,tiny-qwen3,llama-3.2-1b", "--device", "cpu",
+         "--out", str(tmp_path / "r.json")]))
+    report = BenchReport(env, 1e9)
+    run._merge_parts(report, options, parts, ["llama-3.2-1b"], 0.0)
+    assert [r.model for r in report.results] == ["tiny-llama"]
+    assert [(e["model"], e["error"][:13]) for e in report.errors] == [
+        ("tiny-qwen3", "its bench pro"), ("llama-3.2-1b", "not started (")]
+    assert BenchReport.load(tmp_path / "r.json").results == report.results
