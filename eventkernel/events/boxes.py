@@ -55,11 +55,13 @@ def overlap(a: Boxes, b: Boxes) -> np.ndarray:
     Two segments of one partition overlap only if they are the same part; a segment and
     anything else may overlap wherever its dim's extent allows.
     """
-    result = ~a.empty[:, None] & ~b.empty[None, :]
+    # NOTE: a dim takes few distinct (lo, hi, space, part) values per grid: each dim is
+    # decided on the distinct values (a small table), then looked up per task pair. Most
+    # pairs are decided by one selective dim (e.g. the sequence of an attention task), so
+    # only its candidate pairs are looked up: a 64-sequence, 4K-context program has grids
+    # of ~10^4 tasks, and the dense [n_a, n_b] comparisons took minutes.
+    dims = []
     for d in range(a.lo.shape[1]):
-        # NOTE: a dim takes few distinct (lo, hi, space, part) values per grid: decide the
-        # distinct pairs, then gather (a 64-token, 4K-context step has grids of ~10^4 tasks,
-        # and the direct [n_a, n_b] comparisons took minutes).
         ua, ia = np.unique(np.stack([a.lo[:, d], a.hi[:, d], a.space[:, d], a.part[:, d]], 1),
                            axis=0, return_inverse=True)
         ub, ib = np.unique(np.stack([b.lo[:, d], b.hi[:, d], b.space[:, d], b.part[:, d]], 1),
@@ -68,9 +70,38 @@ def overlap(a: Boxes, b: Boxes) -> np.ndarray:
         lo_b, hi_b, sp_b, pt_b = (ub[None, :, k] for k in range(4))
         disjoint_parts = (sp_a == sp_b) & (sp_a > 0) & (pt_a != pt_b)
         table = (lo_a < hi_b) & (lo_b < hi_a) & ~disjoint_parts
-        if table.all():
-            continue
-        result &= table[ia.ravel()[:, None], ib.ravel()[None, :]]
+        if not table.all():
+            dims.append((table, ia.ravel(), ib.ravel()))
+    live_a, live_b = ~a.empty, ~b.empty
+    if not dims:
+        return live_a[:, None] & live_b[None, :]
+    # The candidate pairs of the most selective dim: a cartesian product per True entry.
+    counts = [np.bincount(ia, minlength=t.shape[0])[:, None] * np.bincount(ib, minlength=t.shape[1])[None, :]
+              for t, ia, ib in dims]
+    pick = int(np.argmin([(c * t).sum() for c, (t, _, _) in zip(counts, dims)]))
+    table, ia, ib = dims[pick]
+    total = int((counts[pick] * table).sum())
+    if total * 4 > len(ia) * len(ib):     # not selective: dense
+        result = live_a[:, None] & live_b[None, :]
+        for table, ia, ib in dims:
+            result &= table[ia[:, None], ib[None, :]]
+        return result
+    order_a, order_b = np.argsort(ia, kind="stable"), np.argsort(ib, kind="stable")
+    start_a = np.r_[0, np.cumsum(np.bincount(ia, minlength=table.shape[0]))]
+    start_b = np.r_[0, np.cumsum(np.bincount(ib, minlength=table.shape[1]))]
+    us, vs = np.nonzero(table)
+    na, nb = start_a[us + 1] - start_a[us], start_b[vs + 1] - start_b[vs]
+    size = na * nb
+    block = np.repeat(np.arange(len(us)), size)
+    local = np.arange(total) - np.repeat(np.cumsum(size) - size, size)
+    i = order_a[start_a[us][block] + local // nb[block]]
+    j = order_b[start_b[vs][block] + local % nb[block]]
+    keep = live_a[i] & live_b[j]
+    for k, (table, ia, ib) in enumerate(dims):
+        if k != pick:
+            keep &= table[ia[i], ib[j]]
+    result = np.zeros((len(ia), len(ib)), bool)
+    result[i[keep], j[keep]] = True
     return result
 
 

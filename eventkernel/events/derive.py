@@ -202,7 +202,7 @@ def derive_events(program: Program) -> EventPlan:
             for elem in range(ev.size):
                 prods = ev.producers.row(elem)
                 acc_bits = ancestry.bits(prods + space.offsets[ev.producer])
-                for cls in np.unique(p_classes[prods]):
+                for cls in set(p_classes[prods].tolist()):  # (np.unique: 30 s per 10^5 calls)
                     acc_bits |= ancestry.through(*p_keys[cls])
                 ancestry.element[(eid, elem)] = acc_bits
         events += new_events
@@ -229,25 +229,36 @@ def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ances
     drop = {g: np.zeros((len(first), conflicts[g].shape[1]), bool) for g in grids}
     for source in grids:
         p_classes, p_keys = classes[source]
-        onehot = np.zeros((len(p_classes), len(p_keys)), np.float32)
-        onehot[np.arange(len(p_classes)), p_classes] = 1.0
-        touched = (conflicts[source][first].astype(np.float32) @ onehot) > 0   # rows x classes
+        touched = _classes_touched(conflicts[source][first], p_classes, len(p_keys))
         used = np.nonzero(touched.any(axis=0))[0]
         if not len(used):
             continue
         through = [ancestry.through(*p_keys[cls]) for cls in used]
+        # NOTE: boolean products as loops over the classes: each row touches few of them,
+        # and a float matmul of rows x classes x tasks took ~4 s per attention grid of a
+        # 64-sequence, 4K-context program.
+        touching = [np.flatnonzero(touched[:, cls]) for cls in used]   # rows per class
         for target in grids:
             n_p = conflicts[target].shape[1]
-            covered = np.zeros((len(used), n_p), np.float32)               # classes x tasks
-            for i, anc in enumerate(through):
+            for anc, rows_of in zip(through, touching):
                 bits = (anc >> space.offsets[target]) & ((1 << n_p) - 1)
                 if bits:
                     raw = np.frombuffer(bits.to_bytes((n_p + 7) // 8, "little"), np.uint8)
-                    covered[i] = np.unpackbits(raw, bitorder="little")[:n_p]
-            drop[target] |= (touched[:, used].astype(np.float32) @ covered) > 0
+                    drop[target][rows_of] |= np.unpackbits(raw, bitorder="little")[:n_p] > 0
     rows = inverse.ravel()
     kept = {g: conflicts[g] & ~drop[g][rows] for g in grids}
     return {g: m for g, m in kept.items() if m.any()}
+
+
+def _classes_touched(conflicts: np.ndarray, task_class: np.ndarray, n_classes: int
+                     ) -> np.ndarray:
+    """[rows, n_classes] bool: does the row conflict with any task of the class?"""
+    order = np.argsort(task_class, kind="stable")
+    ordered = task_class[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    touched = np.zeros((conflicts.shape[0], n_classes), bool)
+    touched[:, ordered[starts]] = np.logical_or.reduceat(conflicts[:, order], starts, axis=1)
+    return touched
 
 
 def _event(ci: int, pg: int, rows: np.ndarray, space: TaskSpace, eid: int) -> EventTensor:
