@@ -364,7 +364,6 @@ class TorchCompileRunner:
             self.model = Transformer.random(config, self.device, self.dtype, self.seed)
         self._forward = self.model
         if self.compile:
-            _raise_recompile_limit()
             self._forward = _compile(self.model, self.dynamic, self.backend)
 
     def close(self) -> None:

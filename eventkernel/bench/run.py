@@ -137,17 +137,14 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
     """Measure every system of ``options`` and write the JSON report (and PNG if asked)."""
     import torch
 
-    from eventkernel.bench import baseline, report as report_module, timing
+    from eventkernel.bench import baseline, timing
 
     started = time.monotonic() if started is None else started
 
     deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
     dtype = getattr(torch, options.dtype)
     device = options.device
-    with gpu_turn():
-        bandwidth = options.bandwidth or timing.measure_copy_bandwidth(device, options.copy_bytes)
-    report = BenchReport(environment=Environment.collect(device, command_line),
-                         bandwidth_bytes_per_s=bandwidth)
+    report = _new_report(options, command_line)
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
     factories: list[tuple[str, Callable[[], Runner]]] = []
     compile_ = not options.eager
@@ -164,8 +161,6 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
     if eventkernel_runner is not None:  # last: its cold compile may still run in background
         factories.append((EVENTKERNEL, lambda: eventkernel_runner))
 
-    print(f"{report.environment.device_name}: copy bandwidth "
-          f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s", flush=True)
     for model in options.models:
         config = presets.preset_config(model)
         floors = {}
@@ -183,10 +178,7 @@ def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | Non
                           deadline, started)
     report.wall_s = time.monotonic() - started
     report.save(options.out)
-    print(report_module.format_table(report))
-    print(f"results: {options.out}")
-    if options.plot is not None:
-        print(f"plot: {report_module.plot(options.out, options.plot)}")
+    _show(report, options)
     return report
 
 
@@ -320,16 +312,10 @@ def run_jobs(options: argparse.Namespace, argv: Sequence[str],
     """
     import torch
 
-    from eventkernel.bench import report as report_module, timing
-
     started = time.monotonic() if started is None else started
     device = options.device
-    report = BenchReport(environment=Environment.collect(device, ["eventkernel", "bench", *argv]),
-                         bandwidth_bytes_per_s=timing.measure_copy_bandwidth(
-                             device, options.copy_bytes))
-    print(f"{report.environment.device_name}: copy bandwidth "
-          f"{report.bandwidth_bytes_per_s / 1e9:.1f} GB/s; {len(options.models)} models, "
-          f"up to {options.jobs} at once", flush=True)
+    report = _new_report(options, ["eventkernel", "bench", *argv])
+    print(f"{len(options.models)} models, up to {options.jobs} at once", flush=True)
     is_cuda = torch.device(device).type == "cuda"
     budget = 0.9 * torch.cuda.get_device_properties(device).total_memory if is_cuda else 1e30
     peaks = {m: peak_bytes(presets.preset_config(m), options) for m in options.models}
@@ -379,11 +365,33 @@ def run_jobs(options: argparse.Namespace, argv: Sequence[str],
         _merge_parts(report, options, parts, pending, started)
         if all((parts / f"{m}.json").exists() for m in options.models) and not running:
             shutil.rmtree(parts)  # all merged (a process stopped early keeps them for a look)
+    _show(report, options)
+    return report
+
+
+def _new_report(options: argparse.Namespace, command_line: Sequence[str] | None) -> BenchReport:
+    """An empty report with the environment and the copy bandwidth (measured alone on the
+    GPU, or given by ``--bandwidth``), which it prints."""
+    from eventkernel.bench import timing
+
+    with gpu_turn():
+        bandwidth = options.bandwidth or timing.measure_copy_bandwidth(options.device,
+                                                                       options.copy_bytes)
+    report = BenchReport(environment=Environment.collect(options.device, command_line),
+                         bandwidth_bytes_per_s=bandwidth)
+    print(f"{report.environment.device_name}: copy bandwidth {bandwidth / 1e9:.1f} GB/s",
+          flush=True)
+    return report
+
+
+def _show(report: BenchReport, options: argparse.Namespace) -> None:
+    """Print the table and where the results went; write the plot if asked."""
+    from eventkernel.bench import report as report_module
+
     print(report_module.format_table(report))
     print(f"results: {options.out}")
     if options.plot is not None:
         print(f"plot: {report_module.plot(options.out, options.plot)}")
-    return report
 
 
 def _interrupt(signum, frame) -> None:

@@ -78,23 +78,23 @@ def _bench(argv: list[str]) -> int:
     if options.jobs > 1 and len(options.models) > 1 and torch.cuda.is_available():
         from eventkernel.bench.run import run_jobs
         status = 1 if run_jobs(options, argv, started).errors else 0   # a process per model
-    elif torch.cuda.is_available():
-        from eventkernel.bench.megakernel import MegakernelRunner
-        from eventkernel.cuda.launch import device_info
-        # --quick: no cold-compile measurement (the kernel cache serves what it has).
-        runner = MegakernelRunner(max(options.tokens), max(options.contexts),
-                                  cold_compile=not options.quick)
-        if not options.quick:
-            # Every model's kernel, cold, in parallel worker processes (CPU only) while the
-            # first model's baselines compile: the warm-up report then shows builds with a
-            # warm cache and the cold compile apart.
-            runner.precompile_in_background([preset_config(m) for m in options.models],
-                                            device_info().sm_count)
-    if runner is not None or not torch.cuda.is_available():
+    else:
+        if torch.cuda.is_available():
+            from eventkernel.bench.megakernel import MegakernelRunner
+            from eventkernel.cuda.launch import device_info
+            # --quick: no cold-compile measurement (the kernel cache serves what it has).
+            runner = MegakernelRunner(max(options.tokens), max(options.contexts),
+                                      cold_compile=not options.quick)
+            if not options.quick:
+                # Every model's kernel, cold, in parallel worker processes (CPU only) while
+                # the first model's baselines compile: the warm-up report then shows builds
+                # with a warm cache and the cold compile apart.
+                runner.precompile_in_background([preset_config(m) for m in options.models],
+                                                device_info().sm_count)
         status = bench_main(argv, eventkernel_runner=runner, started=started)
-    if runner is not None and not options.quick:
-        print(f"eventkernel: {len(options.models)} kernel(s) compiled cold, in parallel, in "
-              f"{runner.wait_for_precompile():.1f} s (next to the first baselines)")
+        if runner is not None and not options.quick:
+            print(f"eventkernel: {len(options.models)} kernel(s) compiled cold, in parallel, "
+                  f"in {runner.wait_for_precompile():.1f} s (next to the first baselines)")
     if trace is not None:
         if runner is not None:
             runner.close()
