@@ -82,6 +82,17 @@ def compile_model(config: ModelConfig, limits: Limits, target: Target, *,
     down_proj: one stage less per layer, but every down_proj task then gates the whole
     intermediate row after its wait. Off by default: on an H200 the fused build was slower
     (batch-1 decode 1.48 vs 1.38 ms for llama-3.2-1b, 6.47 vs 5.93 ms for qwen3-8b)."""
+    graph, program, timings = lower_model(config, limits, target, fuse_silu_mul=fuse_silu_mul)
+    start = time.perf_counter()
+    plan = derive_events(program)                                     # regions -> event tensors
+    timings["derive events"] = time.perf_counter() - start
+    return Compiled(config, limits, target, graph, program, plan, timings)
+
+
+def lower_model(config: ModelConfig, limits: Limits, target: Target, *,
+                fuse_silu_mul: bool = False) -> tuple[Graph, Program, dict[str, float]]:
+    """The passes up to the task program, which is all the kernel's source depends on:
+    ``(graph, program, seconds per pass)``."""
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args):
@@ -96,8 +107,7 @@ def compile_model(config: ModelConfig, limits: Limits, target: Target, *,
         graph = timed("fuse silu_mul", fuse_silu_mul_into_linear, graph)  # gating in down_proj
     graph = timed("drop unused", unused_tensors, graph)              # the fused ops' buffers
     program = timed("lower", lower, graph, target)                   # ops -> tile task grids
-    plan = timed("derive events", derive_events, program)            # regions -> event tensors
-    return Compiled(config, limits, target, graph, program, plan, timings)
+    return graph, program, timings
 
 
 def _round_up(n: int, top: int) -> int:

@@ -54,7 +54,7 @@ def _precompile(job: tuple[str, str, bool, int, int]) -> str:
     from eventkernel.models.presets import preset_config
     start = time.perf_counter()
     runner = _runner(name, trace, tokens)
-    runner.compile_kernel(runner.compile(preset_config(model), sm_count))
+    runner.compile_kernel(runner.program(preset_config(model), sm_count))
     return f"{model} {name} {tokens} tok: {time.perf_counter() - start:.0f} s"
 
 

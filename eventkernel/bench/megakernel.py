@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from eventkernel.compiler import compile_model
+from eventkernel.compiler import compile_model, lower_model
 from eventkernel.engine.kv_cache import BlockManager
 from eventkernel.engine.step import build_step
 from eventkernel.ir.graph import DType
@@ -113,26 +113,33 @@ class MegakernelRunner:
 
     def compile(self, config: dict, num_workers: int):
         """The compiled program this runner builds for ``config`` (no GPU needed)."""
+        return compile_model(*self._inputs(config, num_workers), **self.passes)
+
+    def program(self, config: dict, num_workers: int):
+        """The task program of ``config``: what the kernel's source is generated from."""
+        return lower_model(*self._inputs(config, num_workers), **self.passes)[1]
+
+    def _inputs(self, config: dict, num_workers: int) -> tuple:
         limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
                         max_context=self.max_context + 16, dtype=DType.BF16)
-        target = Target(num_workers=num_workers, **self.target)
-        return compile_model(ModelConfig.from_hf(config), limits, target, **self.passes)
+        return ModelConfig.from_hf(config), limits, Target(num_workers=num_workers, **self.target)
 
-    def compile_kernel(self, compiled, cache_dir: str | None = None, refresh: bool = False):
-        """Generate and compile the kernel the backend will load into the disk cache (no
-        GPU needed), with this runner's trace flag and build options; ``refresh``: compile
-        even when it is cached. Returns the CompiledKernel."""
+    def compile_kernel(self, program, cache_dir: str | None = None, refresh: bool = False):
+        """Generate and compile the kernel of ``program`` (a task program) into the disk
+        cache the backend will load from (no GPU needed), with this runner's trace flag and
+        build options; ``refresh``: compile even when it is cached. Returns the
+        CompiledKernel."""
         from eventkernel.cuda.codegen import generate
         from eventkernel.cuda.compile import compile_cuda
-        source = generate(compiled.program, trace=self.trace).source
+        source = generate(program, trace=self.trace).source
         return compile_cuda(source, options=self.options, cache_dir=cache_dir, name="ek_step",
                             refresh=refresh)
 
-    def _cold_kernel_compile(self, compiled, cache_dir: str | None = None) -> dict[str, float]:
+    def _cold_kernel_compile(self, program, cache_dir: str | None = None) -> dict[str, float]:
         """Generate + compile the kernel as a first run would, then store it in the cache:
         {"kernel cold cache": generate + compile seconds, "nvrtc": NVRTC's own seconds}."""
         t0 = time.perf_counter()
-        kernel = self.compile_kernel(compiled, cache_dir, refresh=True)
+        kernel = self.compile_kernel(program, cache_dir, refresh=True)
         return {"kernel cold cache": time.perf_counter() - t0, "nvrtc": kernel.compile_seconds}
 
     def __call__(self, config: dict, num_tokens: int, context_len: int):
@@ -177,7 +184,8 @@ def _precompile_job(job) -> dict[str, float]:
     runner = MegakernelRunner(params["max_tokens"], params["max_context"],
                               trace=params["trace"], options=params["options"],
                               passes=params["passes"], target=params["target"])
-    return runner._cold_kernel_compile(runner.compile(config, num_workers), cache_dir)
+    # The events are not needed for the kernel's source: the bench process derives them.
+    return runner._cold_kernel_compile(runner.program(config, num_workers), cache_dir)
 
 
 def trace_step(config: dict, num_tokens: int, context_len: int, path: str) -> list:

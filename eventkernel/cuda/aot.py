@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from eventkernel.compiler import compile_model
+from eventkernel.compiler import lower_model
 from eventkernel.cuda.codegen import KernelSource, generate
 from eventkernel.cuda.compile import CompiledKernel, compile_cuda, compile_with_nvcc, find_nvcc
 from eventkernel.ir.graph import DType
@@ -59,8 +59,8 @@ def compile_command(model: str, limits: Limits, workers: int, out_dir: str) -> i
     config = resolve_config(model)
     limits = dataclasses.replace(limits, dtype=DType.BF16)
     start = time.perf_counter()
-    compiled = compile_model(config, limits, Target(num_workers=workers))
-    source = generate(compiled.program)
+    _, program, _ = lower_model(config, limits, Target(num_workers=workers))
+    source = generate(program)
     generated_s = time.perf_counter() - start
     try:
         find_nvcc()
@@ -74,7 +74,7 @@ def compile_command(model: str, limits: Limits, workers: int, out_dir: str) -> i
                        "max_context": limits.max_context, "page_size": limits.page_size}}
     out = write_kernel(out_dir, source, kernel, meta)
     usage = (kernel.resources or {}).get(KERNEL)
-    print(f"{model}: {len(compiled.program.grids)} task grids, {len(source.kinds)} task "
+    print(f"{model}: {len(program.grids)} task grids, {len(source.kinds)} task "
           f"template instantiations; generated in {generated_s:.1f} s, compiled with "
           f"{kernel.compiler} in {kernel.compile_seconds:.1f} s")
     if usage is not None:

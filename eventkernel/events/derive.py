@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eventkernel.events.boxes import Boxes, boxes, covers, overlap
+from eventkernel.events.period import find_period, repeats_shifted, shifted
 from eventkernel.events.tensor import CSR, EventTensor, IndexMap, WaitCount, expr_matches
 from eventkernel.ir.graph import TensorKind
 from eventkernel.ir.symbols import Binding, DimLike, evaluate, is_static
@@ -170,28 +171,31 @@ class EventPlan:
         return "\n".join(str(e) for e in self.events)
 
 
-def derive_events(program: Program) -> EventPlan:
-    """Event tensors for ``program``: tile-granular, transitively reduced."""
+def derive_events(program: Program, periodic: bool = True) -> EventPlan:
+    """Event tensors for ``program``: tile-granular, transitively reduced.
+
+    ``periodic``: where the grids repeat (a model's layers) and the third repetition's
+    events come out as the second's shifted, copy them shifted for every later repetition
+    instead of deriving them (the same events: ``eventkernel/events/period.py``)."""
     space = TaskSpace(program)
     hull = program.max_binding
     history = tracked_accesses(program)
     ancestry = _Ancestry(space)
     classes: list[tuple[np.ndarray, list]] = []     # per grid: task -> (waits, thr) class
     events: list[EventTensor] = []
-    for ci, grid in enumerate(program.grids):
+    period = find_period(program) if periodic else None
+    events_of: dict[int, list[EventTensor]] = {}    # consumer grid -> its events
+    copying = False
+    for ci in range(len(program.grids)):
         n = len(space.coords[ci])
-        conflicts: dict[int, np.ndarray] = {}        # producer grid -> [n, n_producer] bool
-        for ai, acc in enumerate(grid.accesses):
-            if acc.tensor not in history:
-                continue
-            hist = history[acc.tensor]
-            mine = space.access_boxes(ci, ai, hull)
-            for pg, pa in conflicting_earlier(space, hist, hist.index((ci, ai, acc.mode)), hull):
-                hit = overlap(mine, space.access_boxes(pg, pa, hull))
-                conflicts[pg] = conflicts[pg] | hit if pg in conflicts else hit
-        kept = _reduce(conflicts, space, ancestry, classes)
-        new_events = [_event(ci, pg, rows, space, len(events) + k)
-                      for k, (pg, rows) in enumerate(sorted(kept.items()))]
+        if period is not None and ci == period.rep(3).start:
+            copying = repeats_shifted(events_of, period)
+        if copying and ci < period.end:
+            new_events = [shifted(ev, period.length, len(events) + k)
+                          for k, ev in enumerate(events_of[ci - period.length])]
+        else:
+            new_events = _derive_grid(ci, space, history, ancestry, classes, len(events))
+        events_of[ci] = new_events
         waits: list[list[tuple[int, int]]] = [[] for _ in range(n)]
         for k, ev in enumerate(new_events):
             eid = len(events) + k
@@ -211,6 +215,25 @@ def derive_events(program: Program) -> EventPlan:
         index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         classes.append((np.array([index[k] for k in keys], np.int64), list(index)))
     return EventPlan(program, space, tuple(events))
+
+
+def _derive_grid(ci: int, space: TaskSpace, history: dict, ancestry: _Ancestry,
+                 classes: list, first_eid: int) -> list[EventTensor]:
+    """The events grid ``ci`` waits on, one per producer grid it still depends on after
+    the transitive reduction."""
+    hull = space.program.max_binding
+    conflicts: dict[int, np.ndarray] = {}        # producer grid -> [n, n_producer] bool
+    for ai, acc in enumerate(space.program.grids[ci].accesses):
+        if acc.tensor not in history:
+            continue
+        hist = history[acc.tensor]
+        mine = space.access_boxes(ci, ai, hull)
+        for pg, pa in conflicting_earlier(space, hist, hist.index((ci, ai, acc.mode)), hull):
+            hit = overlap(mine, space.access_boxes(pg, pa, hull))
+            conflicts[pg] = conflicts[pg] | hit if pg in conflicts else hit
+    kept = _reduce(conflicts, space, ancestry, classes)
+    return [_event(ci, pg, rows, space, first_eid + k)
+            for k, (pg, rows) in enumerate(sorted(kept.items()))]
 
 
 def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ancestry,

@@ -21,7 +21,7 @@ def test_precompile_fills_the_cache_the_runner_then_reads(tmp_path):
     assert set(cold) == {"kernel cold cache", "nvrtc"}
     assert 0 < cold["nvrtc"] <= cold["kernel cold cache"] <= wall
     assert runner.precompile([config], num_workers=8, cache_dir=tmp_path) == 0.0  # done once
-    kernel = runner.compile_kernel(runner.compile(config, 8), str(tmp_path))
+    kernel = runner.compile_kernel(runner.program(config, 8), str(tmp_path))
     assert kernel.cache_hit
-    refreshed = runner.compile_kernel(runner.compile(config, 8), str(tmp_path), refresh=True)
+    refreshed = runner.compile_kernel(runner.program(config, 8), str(tmp_path), refresh=True)
     assert not refreshed.cache_hit and refreshed.cubin == kernel.cubin
