@@ -36,6 +36,9 @@ VARIANTS = {
     "no-mma-gemv": ("-DEK_MMA_GEMV_MIN_ROWS=0",),     # every GEMV on CUDA cores
     "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),      # 2-3 rows on CUDA cores
     "mma-batch-8": ("-DEK_MMA_GEMV_BATCH=8",),        # tensor-core GEMV: 8 steps in flight
+    "mma-groups-1": ("-DEK_MMA_GEMV_GROUPS=1",),     # LinearTask above 16 rows (before
+                                                      # session 8: the tensor-core GEMV
+                                                      # runs up to 64 rows, 16 at a time)
     "mma-early": ("-DEK_MMA_GEMV_BATCH=8", "-DEK_MMA_GEMV_EARLY=1"),  # + first batch before
                                                       # the wait (session 6; spills)
     "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify

@@ -177,7 +177,7 @@ def generate(program: Program, *, trace: bool = False) -> KernelSource:
         ring_run = f"ok = run_task<Kind{k}>(a, shape, d, e, bt, counters, dbg, smem{{}}, ring);"
         if template.startswith("LinearTask<"):
             # NOTE: decode-sized steps take the GEMV path, with weights prefetched to L2.
-            # Steps of EK_MMA_GEMV_MIN_ROWS (default 2) or more rows take the GEMV on tensor
+            # Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to 64 rows take the GEMV on tensor
             # cores (=0: its handles() is constant false and its run is not instantiated);
             # both GEMVs read the same weight tile. DecodeGemv compiles only the row loops
             # the tensor-core path leaves to it: the kernel has 255 registers to share.

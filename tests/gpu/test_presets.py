@@ -10,7 +10,9 @@ megakernel and transformers in bf16 are compared with transformers in fp32, and 
 megakernel's relative L2 error may be at most 1.5x transformers-bf16's own, plus 1e-3.
 
 EK_TEST_KERNEL_OPTIONS (space-separated ``-D...`` flags) builds the kernel with opt-in
-options, e.g. ``-DEK_MMA_GEMV_MIN_ROWS=0`` to check the CUDA-core GEMV at depth.
+options, e.g. ``-DEK_MMA_GEMV_MIN_ROWS=0`` to check the CUDA-core GEMV at depth;
+EK_TEST_BATCHES (comma-separated) replaces the tokens per step, e.g. ``64`` (the kernel is
+compiled for the largest).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from eventkernel.models.reference import transformers_model
 
 pytestmark = pytest.mark.gpu
 STEPS = 32
+BATCHES = [int(b) for b in os.environ.get("EK_TEST_BATCHES", "1,4,16").split(",")]
 
 
 @pytest.fixture(scope="module", params=["llama-3.2-1b", "qwen3-8b", "smollm2-135m"])
@@ -42,7 +45,8 @@ def preset(request):
     state = {k: v.clone() for k, v in hf.state_dict().items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    limits = Limits(max_tokens=16, max_seqs=16, max_context=512, dtype=DType.BF16)
+    top = max(16, *BATCHES)
+    limits = Limits(max_tokens=top, max_seqs=top, max_context=512, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
     options = tuple(os.environ.get("EK_TEST_KERNEL_OPTIONS", "").split())
     backend = CudaBackend(compiled, graph_weights(compiled.graph, state), options=options)
@@ -55,7 +59,7 @@ def preset(request):
     torch.cuda.empty_cache()
 
 
-@pytest.mark.parametrize("batch", [1, 4, 16])
+@pytest.mark.parametrize("batch", BATCHES)
 def test_teacher_forced_decode_matches_transformers(preset, batch):
     compiled, backend, hf, hf32 = preset
     for name, buf in backend.buffers.items():

@@ -1,7 +1,8 @@
 /**
  * @file gemv_mma.cuh
  * @brief GemvMmaTask: the decode linear on tensor cores, for steps of a few token rows.
- *        Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to kMaxRows rows come here; 0 keeps it
+ *        Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to EK_MMA_GEMV_GROUPS x kMaxRows rows
+ *        come here; 0 keeps it
  *        out of the kernel. Weights go from global memory straight into
  *        registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
  *        operand; the activations, staged in shared memory by GemvTask's staging (fused
@@ -28,6 +29,12 @@
  * split partials are added in shared memory (where the rows were staged, or at its start
  * in direct mode) in a fixed order (deterministic).
  *
+ * Row groups: a step of more than kMaxRows rows (up to a 64-row tile) runs kMaxRows rows at
+ * a time, staging each group in turn; the weight tile comes from HBM for the first group and
+ * from L2 for the others. On an H200 at 64 tokens per step this is 4-5 % faster than
+ * LinearTask (qwen3-8b 45.2 -> 43.3 ms, llama-3.2-1b 9.78 -> 9.25 ms, context 512), whose
+ * 64-row tasks stream at a third of a one-token task's rate.
+ *
  * Task coordinates: c0 = row tile, c1 = output-column tile (n0 = c1 * TN), c2 unused.
  */
 #pragma once
@@ -44,9 +51,18 @@
 #define EK_MMA_GEMV_BATCH 4  // 32-column steps in flight per warp (two 16-byte loads each)
 #endif
 
+#ifndef EK_MMA_GEMV_GROUPS
+#define EK_MMA_GEMV_GROUPS 4  // N: steps of up to N x kMaxRows rows, kMaxRows at a time (the
+                              // weights come from L2 after the first group); 1: LinearTask
+                              // takes the steps of more than kMaxRows rows
+#endif
+
 #ifndef EK_MMA_GEMV_EARLY
 #define EK_MMA_GEMV_EARLY 0  // 1: the first weight batch flies during the event wait (spills)
 #endif
+
+static_assert(!(EK_MMA_GEMV_EARLY && EK_MMA_GEMV_GROUPS > 1),
+              "EK_MMA_GEMV_EARLY loads one group's first batch: use it with one group");
 
 namespace ek {
 
@@ -77,7 +93,7 @@ struct GemvMmaTask {
     __device__ static bool handles(const StepShape& shape) {
         const int rows = num_rows(shape, kRows);
         return kSupported && EK_MMA_GEMV_MIN_ROWS > 0 && rows >= EK_MMA_GEMV_MIN_ROWS &&
-               rows <= kMaxRows;
+               rows <= kMaxRows * EK_MMA_GEMV_GROUPS;
     }
 
     __device__ static bool active(const StepShape& shape, int c0, int, int) {
@@ -117,20 +133,25 @@ struct GemvMmaTask {
             if (EK_MMA_GEMV_EARLY && first_tile < kRowTiles)
                 load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
             if (!wait()) return Gemv::abandon_staging();
-            const bf16* xs;  // the B operand's rows, K elements apart
-            if constexpr (kDirect) {
-                xs = args.input + static_cast<long long>(rows.begin) * K;
-            } else {
-                Gemv::stage(args, rows, st);
-                xs = st.xs;
+#pragma unroll 1
+            for (int r0 = 0; r0 < rows.count; r0 += kMaxRows) {
+                const RowTile group{rows.begin + r0, cmin(kMaxRows, rows.count - r0)};
+                const bf16* xs;  // the B operand's rows, K elements apart
+                if constexpr (kDirect) {
+                    xs = args.input + static_cast<long long>(group.begin) * K;
+                } else {
+                    Gemv::stage(args, group, st);
+                    xs = st.xs;
+                }
+                // NOTE: one loop per n-tile count; the other stays out of the instruction
+                // cache.
+                if (group.count <= 8) {
+                    tiles<1>(args, group, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
+                } else {
+                    tiles<2>(args, group, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
+                }
+                __syncthreads();  // smem is free for the next group or task
             }
-            // NOTE: one loop per n-tile count; the other stays out of the instruction cache.
-            if (rows.count <= 8) {
-                tiles<1>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
-            } else {
-                tiles<2>(args, rows, n0, valid_n, first_tile, s0, s1, xs, smem, wv);
-            }
-            __syncthreads();  // smem is free for the next task
             return true;
         }
     }
