@@ -150,6 +150,9 @@ class SmStats:
     idle: float
 
 
+PATH_ENDS = 4  # tasks shown at each end of a long critical path
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TraceSummary:
     span_ns: int
@@ -171,10 +174,20 @@ class TraceSummary:
                      f"{sum(s.idle for s in self.sms) / len(self.sms):.3f}")
         lines.append(f"critical path: {len(self.critical_path)} tasks, running "
                      f"{self.critical_path_run_ns / 1e3:.1f} us of {self.span_ns / 1e3:.1f} us")
-        if records is not None:
-            path = " -> ".join(f"{records[i].task_type}{list(records[i].coords)}@SM"
-                               f"{records[i].sm}" for i in self.critical_path)
-            lines.append(f"  {path}")
+        if records is not None and self.critical_path:
+            # NOTE: a 64-token step's path has ~10^3 tasks: per type, then its ends.
+            by_type: dict[str, list[int]] = {}
+            for i in self.critical_path:
+                by_type.setdefault(records[i].task_type, []).append(records[i].run_ns)
+            lines.append("  on it: " + ", ".join(
+                f"{kind} {len(runs)} tasks {sum(runs) / 1e3:.1f} us"
+                for kind, runs in sorted(by_type.items(), key=lambda kv: -sum(kv[1]))))
+            names = [f"{records[i].task_type}{list(records[i].coords)}@SM{records[i].sm}"
+                     for i in self.critical_path]
+            if len(names) > PATH_ENDS * 2 + 1:
+                names = [*names[:PATH_ENDS], f"({len(names) - 2 * PATH_ENDS} more)",
+                         *names[-PATH_ENDS:]]
+            lines.append("  " + " -> ".join(names))
         return "\n".join(lines)
 
 

@@ -100,6 +100,19 @@ def test_critical_path_is_a_chain_on_random_trace(capsys):
     assert all(records[a].end_ns <= records[b].end_ns for a, b in zip(path, path[1:]))
 
 
+def test_long_critical_path_is_printed_by_type_and_ends():
+    # One SM running 50 tasks back to back: all of them are the critical path.
+    records = [TaskRecord(0, "lin" if i % 5 else "attn", (i,), 10 * i, 10 * i + 10)
+               for i in range(50)]
+    summary = summarize(records, quiet=True)
+    assert len(summary.critical_path) == 50
+    text = summary.format(records)
+    assert "on it: lin 40 tasks 0.4 us, attn 10 tasks 0.1 us" in text
+    assert "attn[0]@SM0 -> lin[1]@SM0" in text and "(42 more)" in text
+    assert text.rstrip().endswith("lin[49]@SM0")
+    assert text.count("@SM") == 8
+
+
 def test_numpy_structured_input_and_overlap_error():
     records, _ = synthetic_trace(num_sms=2, tasks_per_sm=3)
     dtype = [("sm", "i4"), ("task_type", "U16"), ("coords", "i4", (2,)), ("start_ns", "i8"),
