@@ -6,6 +6,7 @@ These tables are what both backends consume; neither re-derives dependencies.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,16 @@ class BoundEvents:
         """Local ids of the tasks of ``grid`` that exist under the binding."""
         return np.nonzero(self.exists[grid])[0]
 
+    @functools.cached_property
+    def wait_lists(self) -> tuple[list[list[int]], ...]:
+        """``waits`` as Python lists, per grid and local task (built once)."""
+        return tuple(w.lists for w in self.waits)
+
+    @functools.cached_property
+    def notify_lists(self) -> tuple[list[list[int]], ...]:
+        """``notifies`` as Python lists, per grid and local task (built once)."""
+        return tuple(n.lists for n in self.notifies)
+
 
 def bind_events(plan: EventPlan, binding: Binding, prune: bool = True) -> BoundEvents:
     """Wait/notify tables and wait counts for ``binding``; ``prune`` drops waits implied
@@ -50,15 +61,17 @@ def bind_events(plan: EventPlan, binding: Binding, prune: bool = True) -> BoundE
         if plan.events else np.zeros(0, np.int64)
     waits: list[list[list[int]]] = [[[] for _ in ex] for ex in exists]
     notifies: list[list[list[int]]] = [[[] for _ in ex] for ex in exists]
+    fired = (targets > 0).tolist()
     for eid, ev in enumerate(plan.events):
-        for c in np.nonzero(exists[ev.consumer])[0]:
-            for elem in ev.wait_map.table.row(c):
-                counter = base[eid] + elem
-                if targets[counter] > 0:
-                    waits[ev.consumer][c].append(int(counter))
-        for p in np.nonzero(exists[ev.producer])[0]:
-            for elem in ev.notify_map.table.row(p):
-                notifies[ev.producer][p].append(int(base[eid] + elem))
+        first = int(base[eid])
+        rows, out = ev.wait_map.table.lists, waits[ev.consumer]
+        for c in np.nonzero(exists[ev.consumer])[0].tolist():
+            for elem in rows[c]:
+                if fired[first + elem]:
+                    out[c].append(first + elem)
+        rows, out = ev.notify_map.table.lists, notifies[ev.producer]
+        for p in np.nonzero(exists[ev.producer])[0].tolist():
+            out[p].extend(first + elem for elem in rows[p])
     if prune:
         _prune_implied(exists, targets, waits, notifies)
     return BoundEvents(plan, binding, exists, base, targets,
@@ -73,17 +86,20 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
     shape is known, so the reduction is exact: each remaining wait is necessary. Counters
     that nobody waits on any more are not notified either.
     """
-    ids = [np.full(len(ex), -1, np.int64) for ex in exists]
+    ids: list[list[int]] = []          # per grid: local task -> global id (-1: absent)
+    live: list[list[int]] = []         # per grid: the existing local tasks
     count = 0
-    for g, ex in enumerate(exists):
-        live = np.nonzero(ex)[0]
-        ids[g][live] = np.arange(count, count + len(live))
-        count += len(live)
+    for ex in exists:
+        live.append(np.nonzero(ex)[0].tolist())
+        row = np.full(len(ex), -1, np.int64)
+        row[live[-1]] = np.arange(count, count + len(live[-1]))
+        ids.append(row.tolist())
+        count += len(live[-1])
     producers: dict[int, list[int]] = {}
     for g, rows in enumerate(notifies):
         for t, row in enumerate(rows):
             for counter in row:
-                producers.setdefault(counter, []).append(int(ids[g][t]))
+                producers.setdefault(counter, []).append(ids[g][t])
     # NOTE: ancestor sets are bitsets over a window of the last `window` task ids before
     # each task (bit 0 = task `base(t)`), not over all tasks: a path between a task and
     # its producer only runs through the tasks between them, so nothing below a task's
@@ -91,10 +107,10 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
     # a 36-layer model at 64 sequences x 4K).
     window = 0
     for g, rows in enumerate(waits):
-        for t in np.nonzero(exists[g])[0]:
+        for t in live[g]:
             firsts = [min(producers[c]) for c in rows[t] if c in producers]
             if firsts:
-                window = max(window, int(ids[g][t]) - min(firsts))
+                window = max(window, ids[g][t] - min(firsts))
 
     def base(task: int) -> int:
         return max(0, task - window)
@@ -102,8 +118,8 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
     task_anc: list[int] = [0] * count       # in the frame base(task)
     counter_anc: dict[int, tuple[int, int, int]] = {}  # counter -> (frame, ancestors, producers)
     for g, rows in enumerate(waits):
-        for t in np.nonzero(exists[g])[0]:
-            me = int(ids[g][t])
+        for t in live[g]:
+            me = ids[g][t]
             frame = base(me)
             row = rows[t]
             ancs, prods = [], []

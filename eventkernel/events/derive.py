@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eventkernel.events.boxes import Boxes, boxes, covers, overlap
-from eventkernel.events.period import find_period, repeats_shifted, shifted
+from eventkernel.events.period import Period, find_period, repeats_shifted, shifted
 from eventkernel.events.tensor import CSR, EventTensor, IndexMap, WaitCount, expr_matches
 from eventkernel.ir.graph import TensorKind
 from eventkernel.ir.symbols import Binding, DimLike, evaluate, is_static
@@ -166,6 +166,7 @@ class EventPlan:
     program: Program
     space: TaskSpace
     events: tuple[EventTensor, ...]
+    period: Period | None = None       # the repeated layer block, where one was found
 
     def dump(self) -> str:
         return "\n".join(str(e) for e in self.events)
@@ -214,7 +215,7 @@ def derive_events(program: Program, periodic: bool = True) -> EventPlan:
         keys = [(tuple(w), tuple(t)) for w, t in zip(waits, thr.tolist())]
         index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         classes.append((np.array([index[k] for k in keys], np.int64), list(index)))
-    return EventPlan(program, space, tuple(events))
+    return EventPlan(program, space, tuple(events), period)
 
 
 def _derive_grid(ci: int, space: TaskSpace, history: dict, ancestry: _Ancestry,

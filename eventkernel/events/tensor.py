@@ -8,6 +8,7 @@ projections, and as tables otherwise.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,13 @@ class CSR:
 
     def row(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i]:self.offsets[i + 1]]
+
+    @functools.cached_property
+    def lists(self) -> list[list[int]]:
+        """Every row as a list of Python ints (for loops over many short rows, where
+        numpy's per-call overhead dominates); built once, do not modify."""
+        values, offsets = self.values.tolist(), self.offsets.tolist()
+        return [values[a:b] for a, b in zip(offsets, offsets[1:])]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-import numpy as np
 
 from eventkernel.events.bind import BoundEvents
 from eventkernel.lower.rules import Target
@@ -47,6 +46,19 @@ def task_seconds(bound: BoundEvents, grid: int, task: int, target: Target) -> fl
                 cost.flops * share / target.flops_per_s) + target.task_overhead_s)
 
 
+def grid_seconds(bound: BoundEvents, target: Target) -> list[dict[int, float]]:
+    """``task_seconds`` of every existing task, per grid and local task. A repeated layer's
+    grids cost what the first layer's do (same tiles and shapes): computed once."""
+    period = bound.plan.period
+    out: list[dict[int, float]] = []
+    for g in range(len(bound.plan.program.grids)):
+        if period is not None and period.start + period.length <= g < period.end:
+            out.append(out[period.start + (g - period.start) % period.length])
+        else:
+            out.append({t: task_seconds(bound, g, t, target) for t in bound.tasks(g).tolist()})
+    return out
+
+
 def static_schedule(bound: BoundEvents, num_workers: int, target: Target | None = None,
                     order: str = "cost") -> StaticSchedule:
     """List-schedule every existing task onto ``num_workers`` queues.
@@ -57,15 +69,15 @@ def static_schedule(bound: BoundEvents, num_workers: int, target: Target | None 
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     target = target or bound.plan.program.meta["target"]
+    seconds = grid_seconds(bound, target)
     finish_of_counter: dict[int, float] = {}
-    done_count: dict[int, int] = {}
     free = [(0.0, w) for w in range(num_workers)]
     queues: list[list[tuple[int, int]]] = [[] for _ in range(num_workers)]
     makespan, i = 0.0, 0
     for g in range(len(bound.plan.program.grids)):
-        for t in bound.tasks(g):
-            ready = max((finish_of_counter.get(int(k), 0.0) for k in bound.waits[g].row(t)),
-                        default=0.0)
+        waits, notifies, cost = bound.wait_lists[g], bound.notify_lists[g], seconds[g]
+        for t in bound.tasks(g).tolist():
+            ready = max((finish_of_counter.get(k, 0.0) for k in waits[t]), default=0.0)
             if order == "round_robin":
                 w = i % num_workers
                 start = max(ready, next(f for f, x in free if x == w))
@@ -73,16 +85,15 @@ def static_schedule(bound: BoundEvents, num_workers: int, target: Target | None 
             else:
                 free_at, w = heapq.heappop(free)
                 start = max(free_at, ready)
-            end = start + task_seconds(bound, g, int(t), target)
+            end = start + cost[t]
             if order == "round_robin":
                 free = [(f if x != w else end, x) for f, x in free]
             else:
                 heapq.heappush(free, (end, w))
-            queues[w].append((g, int(t)))
-            for k in bound.notifies[g].row(t):
-                k = int(k)
-                finish_of_counter[k] = max(finish_of_counter.get(k, 0.0), end)
-                done_count[k] = done_count.get(k, 0) + 1
+            queues[w].append((g, t))
+            for k in notifies[t]:
+                if finish_of_counter.get(k, 0.0) < end:
+                    finish_of_counter[k] = end
             makespan, i = max(makespan, end), i + 1
     schedule = StaticSchedule(bound, tuple(tuple(q) for q in queues), makespan)
     check_deadlock_free(schedule)
@@ -98,7 +109,9 @@ def check_deadlock_free(schedule: StaticSchedule) -> None:
     any worker whose head task's events have fired run it. Counters only grow, so if
     this greedy run gets stuck, every run gets stuck (and vice versa)."""
     bound = schedule.bound
-    counters = np.zeros(bound.num_counters, np.int64)
+    counters = [0] * bound.num_counters
+    targets = bound.targets.tolist()
+    wait_lists, notify_lists = bound.wait_lists, bound.notify_lists
     heads = [0] * schedule.num_workers
     runnable = list(range(schedule.num_workers))
     remaining = sum(len(q) for q in schedule.queues)
@@ -108,10 +121,10 @@ def check_deadlock_free(schedule: StaticSchedule) -> None:
             q = schedule.queues[w]
             while heads[w] < len(q):
                 g, t = q[heads[w]]
-                waits = bound.waits[g].row(t)
-                if (counters[waits] < bound.targets[waits]).any():
+                if any(counters[k] < targets[k] for k in wait_lists[g][t]):
                     break
-                np.add.at(counters, bound.notifies[g].row(t), 1)
+                for k in notify_lists[g][t]:
+                    counters[k] += 1
                 heads[w] += 1
                 remaining -= 1
                 progressed.append(w)
