@@ -106,9 +106,10 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
     # earliest producer matters, and whole-program bitsets made this quadratic (90 s for
     # a 36-layer model at 64 sequences x 4K).
     window = 0
+    first_producer = {counter: min(ps) for counter, ps in producers.items()}
     for g, rows in enumerate(waits):
         for t in live[g]:
-            firsts = [min(producers[c]) for c in rows[t] if c in producers]
+            firsts = [first_producer[c] for c in rows[t] if c in first_producer]
             if firsts:
                 window = max(window, ids[g][t] - min(firsts))
 

@@ -9,6 +9,7 @@ projections, and as tables otherwise.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +28,7 @@ class CSR:
     def from_lists(cls, rows: list) -> "CSR":
         offsets = np.zeros(len(rows) + 1, np.int64)
         offsets[1:] = np.cumsum([len(r) for r in rows])
-        values = (np.concatenate([np.asarray(r, np.int64) for r in rows])
-                  if offsets[-1] else np.zeros(0, np.int64))
+        values = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(offsets[-1]))
         return cls(offsets, values)
 
     def row(self, i: int) -> np.ndarray:
