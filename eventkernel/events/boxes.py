@@ -76,19 +76,19 @@ def overlap(a: Boxes, b: Boxes) -> np.ndarray:
     if not dims:
         return live_a[:, None] & live_b[None, :]
     # The candidate pairs of the most selective dim: a cartesian product per True entry.
-    counts = [np.bincount(ia, minlength=t.shape[0])[:, None] * np.bincount(ib, minlength=t.shape[1])[None, :]
-              for t, ia, ib in dims]
-    pick = int(np.argmin([(c * t).sum() for c, (t, _, _) in zip(counts, dims)]))
-    table, ia, ib = dims[pick]
-    total = int((counts[pick] * table).sum())
+    sizes = [(np.bincount(ia, minlength=t.shape[0]), np.bincount(ib, minlength=t.shape[1]))
+             for t, ia, ib in dims]
+    pairs = [int((table * (sa[:, None] * sb[None, :])).sum())
+             for (table, _, _), (sa, sb) in zip(dims, sizes)]
+    pick = int(np.argmin(pairs))
+    (table, ia, ib), (size_a, size_b), total = dims[pick], sizes[pick], pairs[pick]
     if total * 4 > len(ia) * len(ib):     # not selective: dense
         result = live_a[:, None] & live_b[None, :]
         for table, ia, ib in dims:
             result &= table[ia[:, None], ib[None, :]]
         return result
     order_a, order_b = np.argsort(ia, kind="stable"), np.argsort(ib, kind="stable")
-    start_a = np.r_[0, np.cumsum(np.bincount(ia, minlength=table.shape[0]))]
-    start_b = np.r_[0, np.cumsum(np.bincount(ib, minlength=table.shape[1]))]
+    start_a, start_b = np.r_[0, np.cumsum(size_a)], np.r_[0, np.cumsum(size_b)]
     us, vs = np.nonzero(table)
     na, nb = start_a[us + 1] - start_a[us], start_b[vs + 1] - start_b[vs]
     size = na * nb

@@ -86,7 +86,7 @@ def _renames_consistently(program: Program, period: Period) -> bool:
         rep = set(period.rep(k))
         mapping: dict[str, str] = {}
         for j in range(period.length):
-            a, b = program.grids[period.start + j], program.grids[period.start + k * period.length + j]
+            a, b = program.grids[period.rep(0)[j]], program.grids[period.rep(k)[j]]
             for x, y in zip(a.accesses, b.accesses):
                 if mapping.setdefault(x.tensor, y.tensor) != y.tensor:
                     return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-
 from eventkernel.events.bind import BoundEvents
 from eventkernel.lower.rules import Target
 

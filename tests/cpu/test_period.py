@@ -59,6 +59,7 @@ def test_a_layer_that_differs_breaks_the_period():
     at = 1 + 8 * 4 + 4                                       # layer 4's o_proj
     assert prog.grids[at].name.endswith("o_proj")
     grids = list(prog.grids)
-    grids[at] = dataclasses.replace(grids[at], tile={**grids[at].tile, "TN": 2 * grids[at].tile["TN"]})
+    tile = grids[at].tile
+    grids[at] = dataclasses.replace(grids[at], tile={**tile, "TN": 2 * tile["TN"]})
     assert find_period(dataclasses.replace(prog, grids=tuple(grids))) == Period(1, 8, 4)
     assert find_period(program(tiny_config("llama", num_hidden_layers=3), 4, 128, 8)) is None

@@ -2,9 +2,8 @@
  * @file gemv_mma.cuh
  * @brief GemvMmaTask: the decode linear on tensor cores, for steps of a few token rows.
  *        Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to EK_MMA_GEMV_GROUPS x kMaxRows rows
- *        come here; 0 keeps it
- *        out of the kernel. Weights go from global memory straight into
- *        registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
+ *        come here; 0 keeps it out of the kernel. Weights go from global memory straight
+ *        into registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
  *        operand; the activations, staged in shared memory by GemvTask's staging (fused
  *        RMSNorm or gating), are the B operand, 8 tokens per n-tile. GemvTask spends a
  *        CUDA-core FMA per weight element and row, so it is compute-bound from a few rows
