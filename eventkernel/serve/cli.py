@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("model", help="preset name, config.json or model directory")
     ins.add_argument("--all-buckets", action="store_true",
                      help="verify every shape bucket, not just the smallest and largest")
+    ins.add_argument("--fingerprint", action="store_true",
+                     help="print only a stable hash of tasks, regions, events, wait counts and "
+                          "queues (three buckets), to check that a change leaves them alone")
     _limit_args(ins)
 
     comp = sub.add_parser("compile", help="write the CUDA megakernel source and sm_90a cubin")
@@ -46,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "inspect":
-            from eventkernel.serve.inspect import inspect_model
-            print(inspect_model(args.model, _limits(args), args.workers, args.all_buckets))
+            from eventkernel.serve.inspect import fingerprint_model, inspect_model
+            if args.fingerprint:
+                print(fingerprint_model(args.model, _limits(args), args.workers))
+            else:
+                print(inspect_model(args.model, _limits(args), args.workers, args.all_buckets))
             return 0
         if args.command == "compile":
             from eventkernel.cuda.aot import compile_command

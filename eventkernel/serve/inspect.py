@@ -26,6 +26,20 @@ def resolve_config(model: str) -> ModelConfig:
     return ModelConfig.from_hf(model)
 
 
+def fingerprint_buckets(limits: Limits) -> list[dict[str, int]]:
+    """The buckets a fingerprint covers: the smallest, a middle one and the largest."""
+    return [{"T": 1, "S": 1},
+            {"T": min(16, limits.max_tokens), "S": min(8, limits.max_seqs, limits.max_tokens)},
+            {"T": limits.max_tokens, "S": limits.max_seqs}]
+
+
+def fingerprint_model(model: str, limits: Limits, workers: int):
+    """The :class:`~eventkernel.fingerprint.Fingerprint` of ``model``'s compiled step."""
+    from eventkernel.fingerprint import fingerprint
+    compiled = compile_model(resolve_config(model), limits, Target(num_workers=workers))
+    return fingerprint(compiled, fingerprint_buckets(limits), workers)
+
+
 def inspect_model(model: str, limits: Limits, workers: int, all_buckets: bool = False) -> str:
     """Summary of the compiled step; verifies the smallest and largest bucket, or every
     bucket (every shape a step can have) with ``all_buckets``."""
