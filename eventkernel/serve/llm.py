@@ -89,13 +89,13 @@ class LLM:
         if self.backend_name == "cuda":
             from eventkernel.cuda.launch import device_info
             workers = device_info().sm_count
+            target = Target(num_workers=workers)
         else:
-            # NOTE: one worker is fastest on the CPU (threads only contend for the GIL and
-            # torch's own pool); more are for testing interleavings.
-            workers = num_workers or 1
+            from eventkernel.cpu.plan import cpu_plan
+            plan = cpu_plan(num_workers)
+            workers, target = plan.num_workers, plan.target
         start = time.perf_counter()
-        self.compiled: Compiled = compile_model(self.config, self.limits,
-                                                Target(num_workers=workers))
+        self.compiled: Compiled = compile_model(self.config, self.limits, target)
         weights = graph_weights(self.compiled.graph, checkpoint.weights)
         if self.backend_name == "cuda":
             from eventkernel.cuda.backend import CudaBackend
