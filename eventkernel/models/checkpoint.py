@@ -1,9 +1,11 @@
 """Load a checkpoint (Hugging Face directory or GGUF file) into one plain form.
 
-Whatever the source, a `Checkpoint` holds a Hugging Face style `config` dict with a fixed
-set of keys and `weights` under Hugging Face names, so the model builders in `models/`
-see one format. GGUF tensors are dequantized with the `gguf` package and renamed
-through one table; llama.cpp's row permutation of q/k projections is undone.
+Whatever the source, a `Checkpoint` holds its `ModelConfig`, a Hugging Face style `config`
+dict made from it, and `weights` under Hugging Face names, so the model builders see one
+format. Names and shapes come from the model family's checkpoint table (``models/llama.py``,
+``models/qwen3.py``). GGUF tensors are dequantized with the `gguf` package and llama.cpp's
+row permutation of q/k projections is undone where the family says so; the result is cached
+on disk (``models/cache.py``) so a second load maps one safetensors file instead.
 """
 
 from __future__ import annotations
@@ -17,59 +19,23 @@ from typing import Any
 
 import torch
 
-SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3"}
+from eventkernel.models.cache import cache_path, remove, write_atomically
+from eventkernel.models.config import ModelConfig, parse_config
+# NOTE: the error classes moved to models/errors.py; kept here for existing imports.
+from eventkernel.models.errors import (  # noqa: F401
+    CheckpointError,
+    CheckpointNotFoundError,
+    ModelConfigError,
+    TruncatedFileError,
+    UnsupportedArchitectureError,
+)
+from eventkernel.models.families import FAMILIES
+from eventkernel.models.gguf_file import GGUFFile, read_gguf
 
-# NOTE: defaults are those of transformers' LlamaConfig / Qwen3Config for absent keys.
-_CONFIG_DEFAULTS = {
-    "llama": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048},
-    "qwen3": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 32768},
-}
+# Kept for callers that list what is supported: Hugging Face architecture -> model_type.
+SUPPORTED_ARCHITECTURES = {a: f.model_type for f in FAMILIES.values() for a in f.architectures}
 
-# GGUF tensor name -> Hugging Face name; `{i}` is the layer index.
-GGUF_TO_HF_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-    "blk.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
-    "blk.{i}.attn_q.weight": "model.layers.{i}.self_attn.q_proj.weight",
-    "blk.{i}.attn_k.weight": "model.layers.{i}.self_attn.k_proj.weight",
-    "blk.{i}.attn_v.weight": "model.layers.{i}.self_attn.v_proj.weight",
-    "blk.{i}.attn_output.weight": "model.layers.{i}.self_attn.o_proj.weight",
-    "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
-    "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
-    "blk.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
-    "blk.{i}.ffn_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
-    "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
-    "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
-}
-
-# GGUF metadata key (after `<arch>.`) -> config key.
-_GGUF_CONFIG_KEYS = {
-    "embedding_length": "hidden_size",
-    "block_count": "num_hidden_layers",
-    "attention.head_count": "num_attention_heads",
-    "attention.head_count_kv": "num_key_value_heads",
-    "feed_forward_length": "intermediate_size",
-    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
-    "rope.freq_base": "rope_theta",
-    "context_length": "max_position_embeddings",
-    "vocab_size": "vocab_size",
-}
-
-_LAYER_NAME = re.compile(r"^blk\.(\d+)\.(.+)$")
 _IGNORED_HF_TENSORS = re.compile(r".*\.rotary_emb\.inv_freq$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the problem."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint path, or a file it needs, does not exist."""
-
-
-class UnsupportedArchitectureError(CheckpointError):
-    """The checkpoint is a model family eventkernel does not implement."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,24 +45,24 @@ class Checkpoint:
     `tokenizer_source` is the path to hand to `serve.tokenizer.load_tokenizer` (the model
     directory or the `.gguf` file), or None when the directory ships no tokenizer.
     `lm_head.weight` is absent from `weights` when `config["tie_word_embeddings"]`.
+    `config` is `model_config.to_hf()`.
     """
 
     config: dict[str, Any]
     weights: dict[str, torch.Tensor]
     tokenizer_source: pathlib.Path | None
     path: pathlib.Path
+    model_config: ModelConfig | None = None
 
     @property
     def model_type(self) -> str:
         return self.config["model_type"]
 
 
-def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Checkpoint:
-    """Load a Hugging Face model directory, a `.gguf` file, or a directory holding one `.gguf`.
+def find_checkpoint(path: str | os.PathLike) -> pathlib.Path:
+    """The file or directory ``path`` names: a `.gguf` file or a Hugging Face directory.
 
-    Weights are returned in `dtype`. Raises `CheckpointError` (a `ValueError`) or
-    `CheckpointNotFoundError` (also a `FileNotFoundError`) with a message that says what is
-    wrong with which file.
+    A directory without config.json that holds exactly one `.gguf` file means that file.
     """
     path = pathlib.Path(path).expanduser()
     if not path.exists():
@@ -110,12 +76,12 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
                 f"{path} is a file but not a .gguf file; pass a .gguf file or a Hugging Face "
                 "model directory"
             )
-        return _load_gguf(path, dtype)
+        return path
     if (path / "config.json").is_file():
-        return _load_hf_directory(path, dtype)
+        return path
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
-        return _load_gguf(ggufs[0], dtype)
+        return ggufs[0]
     if len(ggufs) > 1:
         names = ", ".join(p.name for p in ggufs)
         raise CheckpointError(f"{path} holds several .gguf files ({names}); pass one of them")
@@ -125,19 +91,47 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
     )
 
 
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The `ModelConfig` of a checkpoint, reading only config.json or the GGUF header."""
+    path = find_checkpoint(path)
+    if path.is_file():
+        return _gguf_config(read_gguf(path))
+    return _hf_config(path / "config.json")
+
+
+def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *,
+                    cache_dir: str | os.PathLike | None = None,
+                    use_cache: bool = True) -> Checkpoint:
+    """Load a Hugging Face model directory, a `.gguf` file, or a directory holding one `.gguf`.
+
+    Weights are returned in `dtype`. A GGUF file's dequantized weights are cached under
+    `cache_dir` (None: `~/.cache/eventkernel`) unless `use_cache` is false. Raises
+    `CheckpointError` (a `ValueError`) or `CheckpointNotFoundError` (also a
+    `FileNotFoundError`) with a message that says what is wrong with which file.
+    """
+    path = find_checkpoint(path)
+    if path.is_file():
+        return _load_gguf(path, dtype, cache_dir if use_cache else False)
+    return _load_hf_directory(path, dtype)
+
+
 # --- Hugging Face directories ------------------------------------------------------------
+
+
+def _hf_config(config_file: pathlib.Path) -> ModelConfig:
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_file} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_file} is not a JSON object")
+    return parse_config(raw, str(config_file))
 
 
 def _load_hf_directory(directory: pathlib.Path, dtype: torch.dtype) -> Checkpoint:
     from safetensors import safe_open
 
-    config_file = directory / "config.json"
-    try:
-        raw = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_file} is not valid JSON: {error}") from None
-    config = _config_from_hf(raw, config_file)
-
+    config = _hf_config(directory / "config.json")
     files = _safetensors_files(directory)
     weights = {}
     for file in files:
@@ -145,14 +139,16 @@ def _load_hf_directory(directory: pathlib.Path, dtype: torch.dtype) -> Checkpoin
             for name in reader.keys():
                 if _IGNORED_HF_TENSORS.match(name):
                     continue
+                # NOTE: read in the file's dtype and cast one tensor at a time.
                 weights[name] = reader.get_tensor(name).to(dtype)
-    if config["tie_word_embeddings"]:
+    if config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    _check_weights(config, weights, directory)
+    check_weights(config, weights, directory)
     has_tokenizer = any(
         (directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
     )
-    return Checkpoint(config, weights, directory if has_tokenizer else None, directory)
+    return Checkpoint(config.to_hf(), weights, directory if has_tokenizer else None,
+                      directory, config)
 
 
 def _safetensors_files(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -181,98 +177,56 @@ def _safetensors_files(directory: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
-def _config_from_hf(raw: dict[str, Any], source: pathlib.Path) -> dict[str, Any]:
-    architectures = raw.get("architectures") or []
-    model_type = raw.get("model_type")
-    for architecture in architectures:
-        if architecture not in SUPPORTED_ARCHITECTURES:
-            raise _unsupported(f"architecture {architecture!r}", source)
-    if model_type not in SUPPORTED_ARCHITECTURES.values():
-        raise _unsupported(f"model_type {model_type!r}", source)
-    if raw.get("attention_bias") or raw.get("mlp_bias"):
-        raise _unsupported("attention_bias/mlp_bias = true", source)
-    if raw.get("hidden_act", "silu") != "silu":
-        raise _unsupported(f"hidden_act {raw['hidden_act']!r} (only 'silu')", source)
-    if raw.get("use_sliding_window"):
-        raise _unsupported("use_sliding_window = true", source)
-
-    required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "vocab_size")
-    missing = [key for key in required if raw.get(key) is None]
-    if missing:
-        raise CheckpointError(f"{source} lacks required key(s): {', '.join(missing)}")
-
-    # NOTE: transformers >= 5 writes `rope_parameters` (theta + scaling); older files
-    # write `rope_theta` and `rope_scaling`.
-    rope = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
-    nested_theta = rope.pop("rope_theta", None)
-    rope_theta = raw.get("rope_theta", nested_theta)
-    if "type" in rope:
-        rope.setdefault("rope_type", rope.pop("type"))
-    rope_scaling = rope if rope.get("rope_type", "default") != "default" else None
-
-    defaults = _CONFIG_DEFAULTS[model_type]
-    num_heads = raw["num_attention_heads"]
-    return {
-        "model_type": model_type,
-        "hidden_size": raw["hidden_size"],
-        "num_hidden_layers": raw["num_hidden_layers"],
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": raw.get("num_key_value_heads") or num_heads,
-        "head_dim": raw.get("head_dim") or raw["hidden_size"] // num_heads,
-        "intermediate_size": raw["intermediate_size"],
-        "vocab_size": raw["vocab_size"],
-        "rms_norm_eps": raw.get("rms_norm_eps", defaults["rms_norm_eps"]),
-        "rope_theta": float(rope_theta if rope_theta is not None else defaults["rope_theta"]),
-        "rope_scaling": rope_scaling,
-        "tie_word_embeddings": bool(raw.get("tie_word_embeddings", False)),
-        "max_position_embeddings": raw.get(
-            "max_position_embeddings", defaults["max_position_embeddings"]
-        ),
-        "bos_token_id": raw.get("bos_token_id"),
-        "eos_token_id": raw.get("eos_token_id"),
-    }
-
-
-def _unsupported(what: str, source: pathlib.Path) -> UnsupportedArchitectureError:
-    supported = ", ".join(f"{a} / {t}" for a, t in SUPPORTED_ARCHITECTURES.items())
-    return UnsupportedArchitectureError(
-        f"{source}: unsupported {what}; eventkernel supports {supported}"
-    )
-
-
 # --- GGUF files ----------------------------------------------------------------------------
 
 
-def _load_gguf(file: pathlib.Path, dtype: torch.dtype) -> Checkpoint:
-    import gguf
+def _gguf_config(gguf: GGUFFile) -> ModelConfig:
+    return ModelConfig.from_gguf(gguf.metadata, {t.name for t in gguf.tensors}, str(gguf.path))
+
+
+def _load_gguf(file: pathlib.Path, dtype: torch.dtype,
+               cache_dir: str | os.PathLike | None | bool) -> Checkpoint:
+    gguf = read_gguf(file)
+    config = _gguf_config(gguf)
+    cached = None if cache_dir is False else cache_path(cache_dir, file, "weights",
+                                                        ".safetensors")
+    weights = _read_cached(cached, config, dtype) if cached is not None else None
+    if weights is None:
+        weights = _dequantize(gguf, config)
+        check_weights(config, weights, file)
+        if cached is not None:
+            _write_cached(cached, weights)
+        weights = {name: w.to(dtype) for name, w in weights.items()}
+    return Checkpoint(config.to_hf(), weights, file, file, config)
+
+
+def _dequantize(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """fp32 weights under Hugging Face names, q/k rows back in Hugging Face order."""
+    import gguf as gguf_py
     import numpy as np
 
-    try:
-        reader = gguf.GGUFReader(file)
-    except (ValueError, OSError) as error:
-        raise CheckpointError(f"{file} is not a readable GGUF file: {error}") from None
-    names = {tensor.name for tensor in reader.tensors}
-    config = _config_from_gguf(reader, names, file)
-
+    names = {}
+    for tensor in config.family.tensors_of(tied=False):
+        for i in range(config.num_layers) if tensor.per_layer else (None,):
+            names[tensor.gguf.format(i=i)] = (tensor.hf.format(i=i), tensor)
     weights = {}
-    for tensor in reader.tensors:
-        hf_name = _hf_name(tensor.name, file)
-        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        if not array.flags.writeable:
-            array = array.copy()
-        weight = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if config["model_type"] == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
-            num_heads = config["num_attention_heads" if "q_proj" in hf_name else
-                               "num_key_value_heads"]
-            weight = _unpermute_rows(weight, num_heads)
-        weights[hf_name] = weight.to(dtype)
-    _check_weights(config, weights, file)
-    return Checkpoint(config, weights, file, file)
+    for info in gguf.tensors:
+        if info.name not in names:
+            raise CheckpointError(
+                f"{gguf.path} has tensor {info.name!r}, which eventkernel does not know how "
+                f"to use; only dense {', '.join(FAMILIES)} GGUF files are supported"
+            )
+        hf_name, tensor = names[info.name]
+        array = gguf_py.quants.dequantize(gguf.tensor_bytes(info), info.ggml_type)
+        weight = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+        if tensor.gguf_row_heads is not None:
+            weight = _unpermute_rows(weight, getattr(config, tensor.gguf_row_heads))
+        weights[hf_name] = weight
+    return weights
 
 
 def _unpermute_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k permutation for the llama architecture.
+    """Undo llama.cpp's q/k permutation (families whose table sets ``gguf_row_heads``).
 
     llama.cpp's converter turns each head's rows from the Hugging Face (rotate-half) order
     [first halves..., second halves...] into interleaved pairs (0, half, 1, half+1, ...),
@@ -285,109 +239,51 @@ def _unpermute_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
                               f"{num_heads} heads of even size")
     # weight: [heads * head_dim, hidden] viewed as [heads, head_dim / 2, 2, hidden]
     split = weight.reshape(num_heads, rows // num_heads // 2, 2, *weight.shape[1:])
-    return split.transpose(1, 2).reshape(weight.shape)
+    return split.transpose(1, 2).reshape(weight.shape).contiguous()
 
 
-def _hf_name(gguf_name: str, file: pathlib.Path) -> str:
-    match = _LAYER_NAME.match(gguf_name)
-    if match is None:
-        hf_name = GGUF_TO_HF_NAMES.get(gguf_name)
-    else:
-        template = GGUF_TO_HF_NAMES.get("blk.{i}." + match.group(2))
-        hf_name = template.format(i=match.group(1)) if template else None
-    if hf_name is None:
-        raise CheckpointError(
-            f"{file} has tensor {gguf_name!r}, which eventkernel does not know how to use; "
-            "only dense llama / qwen3 GGUF files are supported"
-        )
-    return hf_name
+def _read_cached(file: pathlib.Path, config: ModelConfig,
+                 dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    """The cached weights, or None (and the entry removed) when absent or unusable."""
+    from safetensors import SafetensorError, safe_open
 
-
-def _config_from_gguf(reader, tensor_names: set[str], file: pathlib.Path) -> dict[str, Any]:
-    def field(key: str, default: Any = None) -> Any:
-        entry = reader.fields.get(key)
-        return default if entry is None else entry.contents()
-
-    arch = field("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES.values():
-        raise _unsupported(f"GGUF general.architecture {arch!r}", file)
-    if "rope_freqs.weight" in tensor_names:
-        raise _unsupported("per-frequency rope scaling (tensor rope_freqs, Llama 3 style); "
-                           "load the Hugging Face directory instead", file)
-
-    config: dict[str, Any] = {"model_type": arch}
-    for gguf_key, config_key in _GGUF_CONFIG_KEYS.items():
-        config[config_key] = field(f"{arch}.{gguf_key}")
-    if config["vocab_size"] is None and "tokenizer.ggml.tokens" in reader.fields:
-        config["vocab_size"] = len(reader.fields["tokenizer.ggml.tokens"].data)
-    missing = [key for key, value in config.items() if value is None
-               and key not in ("num_key_value_heads", "rms_norm_eps", "rope_theta",
-                               "max_position_embeddings")]
-    if missing:
-        raise CheckpointError(f"{file} lacks GGUF metadata for: {', '.join(missing)}")
-
-    defaults = _CONFIG_DEFAULTS[arch]
-    for key in ("rms_norm_eps", "rope_theta", "max_position_embeddings"):
-        if config[key] is None:
-            config[key] = defaults[key]
-    config["rope_theta"] = float(config["rope_theta"])
-    num_heads = config["num_attention_heads"]
-    config["num_key_value_heads"] = config["num_key_value_heads"] or num_heads
-    config["head_dim"] = field(f"{arch}.attention.key_length") or field(
-        f"{arch}.rope.dimension_count") or config["hidden_size"] // num_heads
-    config["rope_scaling"] = _gguf_rope_scaling(field, arch)
-    config["tie_word_embeddings"] = "output.weight" not in tensor_names
-    config["bos_token_id"] = field("tokenizer.ggml.bos_token_id")
-    config["eos_token_id"] = field("tokenizer.ggml.eos_token_id")
-    return config
-
-
-def _gguf_rope_scaling(field, arch: str) -> dict[str, Any] | None:
-    kind = field(f"{arch}.rope.scaling.type", "none")
-    if kind == "none":
+    if not file.is_file():
         return None
-    scaling: dict[str, Any] = {"rope_type": kind, "factor": field(f"{arch}.rope.scaling.factor")}
-    original = field(f"{arch}.rope.scaling.original_context_length")
-    if original is not None:
-        scaling["original_max_position_embeddings"] = original
-    return scaling
+    try:
+        with safe_open(file, framework="pt") as reader:
+            if (reader.metadata() or {}).get("complete") != "1":
+                raise CheckpointError("incomplete entry")
+            weights = {name: reader.get_tensor(name).to(dtype) for name in reader.keys()}
+        check_weights(config, weights, file)
+        return weights
+    except (SafetensorError, CheckpointError, OSError, ValueError, RuntimeError):
+        remove(file)            # NOTE: never trusted: rebuilt from the GGUF file
+        return None
+
+
+def _write_cached(file: pathlib.Path, weights: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    try:
+        write_atomically(file, lambda tmp: save_file(weights, tmp, metadata={"complete": "1"}))
+    except OSError:
+        pass                    # a read-only or full cache costs speed, not correctness
 
 
 # --- checks shared by both sources ----------------------------------------------------------
 
 
-def expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every weight name the config needs, with its shape."""
-    hidden, heads_dim = config["hidden_size"], config["head_dim"]
-    q_rows = config["num_attention_heads"] * heads_dim
-    kv_rows = config["num_key_value_heads"] * heads_dim
-    ffn, vocab = config["intermediate_size"], config["vocab_size"]
-    per_layer = {
-        "input_layernorm.weight": (hidden,),
-        "self_attn.q_proj.weight": (q_rows, hidden),
-        "self_attn.k_proj.weight": (kv_rows, hidden),
-        "self_attn.v_proj.weight": (kv_rows, hidden),
-        "self_attn.o_proj.weight": (hidden, q_rows),
-        "post_attention_layernorm.weight": (hidden,),
-        "mlp.gate_proj.weight": (ffn, hidden),
-        "mlp.up_proj.weight": (ffn, hidden),
-        "mlp.down_proj.weight": (hidden, ffn),
-    }
-    if config["model_type"] == "qwen3":
-        per_layer["self_attn.q_norm.weight"] = (heads_dim,)
-        per_layer["self_attn.k_norm.weight"] = (heads_dim,)
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-    for layer in range(config["num_hidden_layers"]):
-        for suffix, shape in per_layer.items():
-            shapes[f"model.layers.{layer}.{suffix}"] = shape
-    if not config["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
+def expected_shapes(config: ModelConfig | dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every weight name the config needs, with its shape (from the family's table)."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_hf(config)
+    return config.checkpoint_shapes()
 
 
-def _check_weights(config: dict[str, Any], weights: dict[str, torch.Tensor],
-                   source: pathlib.Path) -> None:
-    shapes = expected_shapes(config)
+def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor],
+                  source: pathlib.Path) -> None:
+    """Raise `CheckpointError` unless ``weights`` are exactly the tensors ``config`` needs."""
+    shapes = config.checkpoint_shapes()
     missing = [name for name in shapes if name not in weights]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)"
@@ -396,15 +292,15 @@ def _check_weights(config: dict[str, Any], weights: dict[str, torch.Tensor],
     unexpected = sorted(set(weights) - set(shapes))
     if unexpected:
         raise CheckpointError(
-            f"{source} has tensor(s) a {config['model_type']} model with this config does not "
+            f"{source} has tensor(s) a {config.arch} model with this config does not "
             f"use: {', '.join(unexpected[:5])}; the checkpoint and its config disagree"
         )
     for name, shape in shapes.items():
         if tuple(weights[name].shape) != shape:
             raise CheckpointError(
                 f"{source}: tensor {name} has shape {tuple(weights[name].shape)} but the config "
-                f"(hidden_size={config['hidden_size']}, head_dim={config['head_dim']}, "
-                f"heads={config['num_attention_heads']}/{config['num_key_value_heads']}, "
-                f"intermediate_size={config['intermediate_size']}, "
-                f"vocab_size={config['vocab_size']}) needs {shape}"
+                f"(hidden_size={config.hidden_size}, head_dim={config.head_dim}, "
+                f"heads={config.num_heads}/{config.num_kv_heads}, "
+                f"intermediate_size={config.intermediate_size}, "
+                f"vocab_size={config.vocab_size}) needs {shape}"
             )

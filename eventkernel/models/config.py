@@ -1,29 +1,54 @@
-"""Model configuration read from a Hugging Face config, and compile-time limits."""
+"""Model configuration: the one parser of Hugging Face configs and GGUF metadata, and limits.
+
+``ModelConfig.from_hf`` reads a config.json (a path, a model directory, a dict or a
+transformers config) and ``ModelConfig.from_gguf`` a GGUF file's metadata; both end in
+:func:`parse_config`, which takes each absent key's default from the model's family
+(``models/llama.py``, ``models/qwen3.py``).
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from eventkernel.ir.graph import DType
+from eventkernel.models.errors import ModelConfigError, UnsupportedArchitectureError
+from eventkernel.models.families import FAMILIES, find_family, find_gguf_family
+from eventkernel.models.family import Family
 
+# Kept for callers that list what is supported: architecture or model_type -> model_type.
 SUPPORTED_ARCHITECTURES = {
-    "llama": "llama", "LlamaForCausalLM": "llama",
-    "qwen3": "qwen3", "Qwen3ForCausalLM": "qwen3",
+    **{f.model_type: f.model_type for f in FAMILIES.values()},
+    **{a: f.model_type for f in FAMILIES.values() for a in f.architectures},
 }
 
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "vocab_size")
 
-class ModelConfigError(ValueError):
-    """The model configuration is missing, malformed or unsupported."""
+# GGUF metadata key (after ``<architecture>.``) -> Hugging Face config key.
+GGUF_CONFIG_KEYS = {
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "feed_forward_length": "intermediate_size",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+    "context_length": "max_position_embeddings",
+    "vocab_size": "vocab_size",
+}
+_GGUF_TOKEN_IDS = {"tokenizer.ggml.bos_token_id": "bos_token_id",
+                   "tokenizer.ggml.eos_token_id": "eos_token_id"}
 
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """The shapes of a dense Llama-3.x / Qwen3 decoder, read from config.json."""
+    """The shapes of a dense decoder of one family (``arch`` = its Hugging Face model_type)."""
 
-    arch: str                    # "llama" | "qwen3"
+    arch: str                    # a key of models.families.FAMILIES: "llama" | "qwen3"
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -36,8 +61,13 @@ class ModelConfig:
     rope_scaling: tuple[tuple[str, Any], ...] | None
     tie_word_embeddings: bool
     max_position_embeddings: int
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.arch not in FAMILIES:
+            raise UnsupportedArchitectureError(
+                f"unknown model family {self.arch!r}; known: {', '.join(FAMILIES)}")
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                      "intermediate_size", "vocab_size"):
             if getattr(self, name) <= 0:
@@ -50,8 +80,12 @@ class ModelConfig:
             raise ModelConfigError(f"head_dim must be even for RoPE, got {self.head_dim}")
 
     @property
+    def family(self) -> Family:
+        return FAMILIES[self.arch]
+
+    @property
     def qk_norm(self) -> bool:
-        return self.arch == "qwen3"
+        return self.family.qk_norm
 
     @property
     def group_size(self) -> int:
@@ -73,65 +107,46 @@ class ModelConfig:
     def model_type(self) -> str:
         return self.arch
 
+    def checkpoint_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every Hugging Face tensor name a checkpoint of this config has, with its shape."""
+        shapes = {}
+        for tensor in self.family.tensors_of(self.tie_word_embeddings):
+            shape = tuple(getattr(self, dim) for dim in tensor.shape)
+            layers = range(self.num_layers) if tensor.per_layer else (None,)
+            for i in layers:
+                shapes[tensor.hf.format(i=i)] = shape
+        return shapes
+
     def layer_param_count(self) -> int:
         """Parameters of one decoder layer (projections, MLP, norms)."""
-        d = self.hidden_size
-        attention = d * self.qkv_size + self.q_size * d
-        norms = 2 * d + (2 * self.head_dim if self.qk_norm else 0)
-        return attention + 3 * d * self.intermediate_size + norms
+        per_layer = [s for name, s in self.checkpoint_shapes().items()
+                     if name.startswith("model.layers.0.")]
+        return sum(math.prod(shape) for shape in per_layer)
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         """Bytes of K and V cached per token over all layers."""
         return 2 * self.num_layers * self.kv_size * dtype_bytes
 
     def num_parameters(self) -> int:
-        d = self.hidden_size
-        head = 0 if self.tie_word_embeddings else self.vocab_size * d
-        return self.vocab_size * d + self.num_layers * self.layer_param_count() + d + head
+        return sum(math.prod(shape) for shape in self.checkpoint_shapes().values())
 
     @classmethod
     def from_hf(cls, source: "str | os.PathLike | Mapping[str, Any] | Any") -> "ModelConfig":
         """From a config.json path, a model directory, a dict or a transformers config."""
-        cfg = _as_dict(source)
-        # NOTE: model_type decides when present; architectures only when it is missing.
-        arch_names = [cfg["model_type"]] if cfg.get("model_type") else \
-            list(cfg.get("architectures") or [])
-        arch = next((SUPPORTED_ARCHITECTURES[a] for a in arch_names
-                     if a in SUPPORTED_ARCHITECTURES), None)
-        if arch is None:
-            raise ModelConfigError(
-                f"unsupported architecture {', '.join(arch_names) or '(none given)'}: "
-                f"eventkernel supports Llama-3.x (llama) and Qwen3 dense (qwen3) models")
-        try:
-            hidden = int(cfg["hidden_size"])
-            heads = int(cfg["num_attention_heads"])
-            scaling = cfg.get("rope_scaling")
-            rope_theta = cfg.get("rope_theta")
-            params = cfg.get("rope_parameters")     # transformers >= 5 folds theta in here
-            if isinstance(params, Mapping):
-                rope_theta = rope_theta or params.get("rope_theta")
-                if params.get("rope_type", "default") != "default":
-                    scaling = scaling or params
-            return cls(
-                arch=arch, hidden_size=hidden,
-                num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
-                num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                head_dim=int(cfg.get("head_dim") or hidden // heads),
-                intermediate_size=int(cfg["intermediate_size"]),
-                vocab_size=int(cfg["vocab_size"]),
-                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(rope_theta or 10000.0),
-                rope_scaling=_freeze_scaling(scaling),
-                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)))
-        except KeyError as err:
-            raise ModelConfigError(f"model config is missing the field {err.args[0]!r}") from None
+        raw, name = _as_dict(source)
+        return parse_config(raw, name)
+
+    @classmethod
+    def from_gguf(cls, metadata: Mapping[str, Any], tensor_names: Collection[str],
+                  source: str = "GGUF file") -> "ModelConfig":
+        """From a GGUF file's metadata (key -> value; arrays may be given as their length)."""
+        return parse_config(gguf_to_hf(metadata, tensor_names, source), source)
 
     def to_hf(self) -> dict[str, Any]:
         """A Hugging Face config dict describing the same model (for transformers)."""
         cfg = {
             "model_type": self.arch,
-            "architectures": ["LlamaForCausalLM" if self.arch == "llama" else "Qwen3ForCausalLM"],
+            "architectures": [self.family.architectures[0]],
             "hidden_size": self.hidden_size, "num_hidden_layers": self.num_layers,
             "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim, "intermediate_size": self.intermediate_size,
@@ -139,31 +154,129 @@ class ModelConfig:
             "rope_theta": self.rope_theta, "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": self.max_position_embeddings,
             "hidden_act": "silu", "attention_bias": False,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": (list(self.eos_token_id) if isinstance(self.eos_token_id, tuple)
+                             else self.eos_token_id),
         }
         if self.rope_scaling:
             cfg["rope_scaling"] = dict(self.rope_scaling)
         return cfg
 
 
-def _freeze_scaling(scaling: Any) -> tuple[tuple[str, Any], ...] | None:
+def parse_config(raw: Mapping[str, Any], source: str = "model config") -> ModelConfig:
+    """The one parser: a Hugging Face config dict -> :class:`ModelConfig`.
+
+    Absent keys take the family's defaults (those of transformers' config class); features
+    eventkernel does not implement (biases, other activations, sliding windows, rope
+    scalings other than llama3) are refused with a message naming ``source``.
+    """
+    family = find_family(raw.get("model_type"), raw.get("architectures") or [], source)
+    if raw.get("attention_bias") or raw.get("mlp_bias"):
+        raise UnsupportedArchitectureError(f"{source}: attention_bias/mlp_bias = true is not "
+                                           "supported (eventkernel's decoders have no biases)")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise UnsupportedArchitectureError(
+            f"{source}: hidden_act {raw['hidden_act']!r} is not supported (only 'silu')")
+    if raw.get("use_sliding_window"):
+        raise UnsupportedArchitectureError(f"{source}: use_sliding_window = true is not "
+                                           "supported")
+    missing = [key for key in _REQUIRED if raw.get(key) is None]
+    if missing:
+        raise ModelConfigError(f"{source} lacks required key(s): {', '.join(missing)}")
+
+    def get(key: str) -> Any:
+        return raw[key] if key in raw else family.defaults[key]
+
+    hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
+    # NOTE: transformers >= 5 writes `rope_parameters` (theta + scaling); older files
+    # write `rope_theta` and `rope_scaling`.
+    params = raw.get("rope_parameters")
+    params = dict(params) if isinstance(params, Mapping) else {}
+    rope_theta = raw.get("rope_theta") or params.get("rope_theta") or \
+        family.defaults["rope_theta"]
+    scaling = raw.get("rope_scaling") or (params if params.get("rope_type", "default")
+                                          != "default" else None)
+    eos = get("eos_token_id")
+    try:
+        return ModelConfig(
+            arch=family.model_type, hidden_size=hidden,
+            num_layers=int(raw["num_hidden_layers"]), num_heads=heads,
+            num_kv_heads=int(get("num_key_value_heads") or heads),
+            head_dim=int(get("head_dim") or hidden // heads),
+            intermediate_size=int(raw["intermediate_size"]),
+            vocab_size=int(raw["vocab_size"]),
+            rms_norm_eps=float(get("rms_norm_eps")),
+            rope_theta=float(rope_theta),
+            rope_scaling=_freeze_scaling(scaling, source),
+            tie_word_embeddings=bool(get("tie_word_embeddings")),
+            max_position_embeddings=int(get("max_position_embeddings")),
+            bos_token_id=get("bos_token_id"),
+            eos_token_id=tuple(eos) if isinstance(eos, (list, tuple)) else eos)
+    except ModelConfigError as error:
+        raise type(error)(f"{source}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ModelConfigError(f"{source} has a malformed value: {error}") from None
+
+
+def gguf_to_hf(metadata: Mapping[str, Any], tensor_names: Collection[str],
+               source: str = "GGUF file") -> dict[str, Any]:
+    """A Hugging Face config dict from GGUF metadata, with llama.cpp's fallbacks."""
+    family = find_gguf_family(metadata.get("general.architecture"), source)
+    if "rope_freqs.weight" in tensor_names:
+        raise UnsupportedArchitectureError(
+            f"{source}: per-frequency rope scaling (tensor rope_freqs, Llama 3 style) is not "
+            "supported in GGUF files; load the Hugging Face directory instead")
+    prefix = family.gguf_architecture + "."
+    raw: dict[str, Any] = {"model_type": family.model_type,
+                           "architectures": [family.architectures[0]]}
+    for key, hf_key in {**{prefix + k: v for k, v in GGUF_CONFIG_KEYS.items()},
+                        **_GGUF_TOKEN_IDS}.items():
+        if metadata.get(key) is not None:
+            raw[hf_key] = metadata[key]
+    if "vocab_size" not in raw and "tokenizer.ggml.tokens" in metadata:
+        tokens = metadata["tokenizer.ggml.tokens"]
+        raw["vocab_size"] = tokens if isinstance(tokens, int) else len(tokens)
+    missing = [prefix + k for k, v in GGUF_CONFIG_KEYS.items()
+               if v in _REQUIRED and v not in raw and v != "vocab_size"]
+    if "vocab_size" not in raw:
+        missing.append(prefix + "vocab_size (or tokenizer.ggml.tokens)")
+    if missing:
+        raise ModelConfigError(f"{source} lacks GGUF metadata for: {', '.join(missing)}")
+    # NOTE: llama.cpp's fallbacks, not transformers' (Qwen3's config defaults differ).
+    heads = raw["num_attention_heads"]
+    raw.setdefault("num_key_value_heads", heads)
+    raw.setdefault("head_dim", metadata.get(prefix + "rope.dimension_count")
+                   or raw["hidden_size"] // heads)
+    raw["tie_word_embeddings"] = "output.weight" not in tensor_names
+    kind = metadata.get(prefix + "rope.scaling.type", "none")
+    if kind != "none":
+        raw["rope_scaling"] = {"rope_type": kind,
+                               "factor": metadata.get(prefix + "rope.scaling.factor")}
+    return raw
+
+
+def _freeze_scaling(scaling: Any, source: str) -> tuple[tuple[str, Any], ...] | None:
     if not scaling:
         return None
     kind = scaling.get("rope_type") or scaling.get("type")
     if kind in (None, "default"):
         return None
     if kind != "llama3":
-        raise ModelConfigError(
-            f"rope scaling {kind!r} is not supported (supported: llama3, or none)")
+        raise UnsupportedArchitectureError(
+            f"{source}: rope scaling {kind!r} is not supported (supported: llama3, or none)")
     keys = ("rope_type", "factor", "low_freq_factor", "high_freq_factor",
             "original_max_position_embeddings")
+    missing = [k for k in keys[1:] if k not in scaling]
+    if missing:
+        raise ModelConfigError(f"{source}: llama3 rope scaling lacks {', '.join(missing)}")
     return tuple((k, scaling[k] if k != "rope_type" else "llama3") for k in keys)
 
 
-def _as_dict(source: Any) -> dict[str, Any]:
+def _as_dict(source: Any) -> tuple[dict[str, Any], str]:
     if isinstance(source, Mapping):
-        return dict(source)
+        return dict(source), "model config"
     if hasattr(source, "to_dict"):
-        return source.to_dict()
+        return source.to_dict(), "transformers config"
     path = os.fspath(source)
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
@@ -171,9 +284,12 @@ def _as_dict(source: Any) -> dict[str, Any]:
         raise ModelConfigError(f"{path}: no such file (expected a config.json or model dir)")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            raw = json.load(f)
     except json.JSONDecodeError as err:
-        raise ModelConfigError(f"{path}: not valid JSON ({err})") from None
+        raise ModelConfigError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ModelConfigError(f"{path} is not a JSON object")
+    return raw, path
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""Llama-3.x and Qwen3 dense decoders as eventkernel graphs, and their weights.
+"""The dense decoder shared by the Llama-3.x and Qwen3 families, as an eventkernel graph.
 
 One graph serves decode and chunked prefill: a step carries ``T`` tokens from ``S``
-sequences (both symbols, bounded by :class:`~eventkernel.models.config.Limits`).
+sequences (both symbols, bounded by :class:`~eventkernel.models.config.Limits`). The
+families differ only in fields of their :class:`~eventkernel.models.family.Family` (q/k
+norm, config defaults); their checkpoint tables say which tensors make each graph weight.
 """
 from __future__ import annotations
 
@@ -13,26 +15,6 @@ import torch
 from eventkernel.ir.graph import DType, Graph, GraphBuilder, OpKind, TensorKind
 from eventkernel.ir.symbols import SEQS, TOKENS
 from eventkernel.models.config import Limits, ModelConfig
-
-# Graph weight name -> the checkpoint tensors it is made of (concatenated along dim 0).
-# ``{i}`` is the layer index. Names follow Hugging Face's Llama/Qwen3 checkpoints.
-LAYER_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "attn_norm": ("model.layers.{i}.input_layernorm.weight",),
-    "qkv": ("model.layers.{i}.self_attn.q_proj.weight", "model.layers.{i}.self_attn.k_proj.weight",
-            "model.layers.{i}.self_attn.v_proj.weight"),
-    "q_norm": ("model.layers.{i}.self_attn.q_norm.weight",),
-    "k_norm": ("model.layers.{i}.self_attn.k_norm.weight",),
-    "o_proj": ("model.layers.{i}.self_attn.o_proj.weight",),
-    "mlp_norm": ("model.layers.{i}.post_attention_layernorm.weight",),
-    "gate_up": ("model.layers.{i}.mlp.gate_proj.weight", "model.layers.{i}.mlp.up_proj.weight"),
-    "down": ("model.layers.{i}.mlp.down_proj.weight",),
-}
-GLOBAL_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-}
-QK_NORM_WEIGHTS = frozenset({"q_norm", "k_norm"})
 
 
 def build_graph(config: ModelConfig, limits: Limits) -> Graph:
@@ -124,22 +106,30 @@ class WeightError(ValueError):
     """A checkpoint tensor is missing or has the wrong shape."""
 
 
+def graph_weight_parts(config: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Graph weight name -> the Hugging Face tensors it is made of (concatenated on dim 0)."""
+    parts: dict[str, list[str]] = {}
+    for tensor in config.family.tensors_of(config.tie_word_embeddings):
+        layers = range(config.num_layers) if tensor.per_layer else (None,)
+        for i in layers:
+            parts.setdefault(tensor.graph.format(i=i), []).append(tensor.hf.format(i=i))
+    return {name: tuple(hf_names) for name, hf_names in parts.items()}
+
+
 def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Graph weights (fused where the graph fuses them) from Hugging Face-named tensors."""
     config: ModelConfig = graph.meta["config"]
     dtype = torch.bfloat16 if graph.meta["limits"].dtype is DType.BF16 else torch.float32
     out: dict[str, torch.Tensor] = {"rope_inv_freq": rope_inv_freq(config)}
-    wanted = [(name, parts) for name, parts in GLOBAL_WEIGHTS.items()]
-    for i in range(config.num_layers):
-        wanted += [(f"layers.{i}.{name}", tuple(p.format(i=i) for p in parts))
-                   for name, parts in LAYER_WEIGHTS.items()]
-    for name, parts in wanted:
+    for name, parts in graph_weight_parts(config).items():
         if name not in graph.tensors:
-            continue                      # e.g. lm_head when tied, q/k norm for Llama
+            continue
         missing = [p for p in parts if p not in checkpoint]
         if missing:
             raise WeightError(f"checkpoint is missing {missing[0]!r} (needed for {name})")
-        tensor = torch.cat([checkpoint[p] for p in parts], dim=0).to(dtype).contiguous()
+        # NOTE: cast each part before concatenating: no fp32 copy of a fused bf16 weight.
+        tensors = [checkpoint[p].to(dtype) for p in parts]
+        tensor = (torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]).contiguous()
         expected = graph.tensors[name].shape
         if tuple(tensor.shape) != tuple(expected):
             raise WeightError(f"checkpoint tensor(s) {', '.join(parts)} have shape "
@@ -148,37 +138,21 @@ def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-def random_checkpoint(config: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random weights in Hugging Face naming (fp32), scaled to keep activations sane."""
+def random_checkpoint(config: ModelConfig, seed: int = 0,
+                      dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Seeded random weights in Hugging Face naming, scaled to keep activations sane: the
+    embedding N(0, 1), matrices N(0, 1/fan-in), norms near 1. Made in fp32 one tensor at a
+    time and cast to ``dtype``."""
     gen = torch.Generator().manual_seed(seed)
-    d, hd, inter = config.hidden_size, config.head_dim, config.intermediate_size
-
-    def normal(*shape: int, std: float = 0.02) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * std
-
-    def norm_weight(n: int) -> torch.Tensor:
-        return 1.0 + normal(n, std=0.1)
-
-    w = {"model.embed_tokens.weight": normal(config.vocab_size, d, std=1.0),
-         "model.norm.weight": norm_weight(d)}
-    if not config.tie_word_embeddings:
-        w["lm_head.weight"] = normal(config.vocab_size, d, std=d ** -0.5)
-    for i in range(config.num_layers):
-        p = f"model.layers.{i}."
-        w |= {p + "input_layernorm.weight": norm_weight(d),
-              p + "post_attention_layernorm.weight": norm_weight(d),
-              p + "self_attn.q_proj.weight": normal(config.num_heads * hd, d, std=d ** -0.5),
-              p + "self_attn.k_proj.weight": normal(config.num_kv_heads * hd, d, std=d ** -0.5),
-              p + "self_attn.v_proj.weight": normal(config.num_kv_heads * hd, d, std=d ** -0.5),
-              p + "self_attn.o_proj.weight": normal(d, config.num_heads * hd,
-                                                    std=(config.num_heads * hd) ** -0.5),
-              p + "mlp.gate_proj.weight": normal(inter, d, std=d ** -0.5),
-              p + "mlp.up_proj.weight": normal(inter, d, std=d ** -0.5),
-              p + "mlp.down_proj.weight": normal(d, inter, std=inter ** -0.5)}
-        if config.qk_norm:
-            w |= {p + "self_attn.q_norm.weight": norm_weight(hd),
-                  p + "self_attn.k_norm.weight": norm_weight(hd)}
-    return w
+    weights = {}
+    for name, shape in config.checkpoint_shapes().items():
+        w = torch.randn(*shape, generator=gen)
+        if len(shape) == 1:
+            w = 1.0 + 0.1 * w
+        elif name != "model.embed_tokens.weight":
+            w = w * shape[1] ** -0.5
+        weights[name] = w.to(dtype)
+    return weights
 
 
 def random_graph_weights(graph: Graph, seed: int = 0,

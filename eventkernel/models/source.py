@@ -13,13 +13,19 @@ from typing import Any
 
 import torch
 
-from eventkernel.models.checkpoint import Checkpoint, CheckpointNotFoundError, load_checkpoint
+from eventkernel.models.checkpoint import (
+    Checkpoint,
+    CheckpointNotFoundError,
+    find_checkpoint,
+    load_checkpoint,
+    read_config,
+)
 from eventkernel.models.config import ModelConfig
 from eventkernel.models.default import DEFAULT_MODEL, default_model_path
 from eventkernel.models.presets import PRESETS, preset_config
 
 # Names that mean the built-in default model.
-BUILTIN_NAMES = frozenset({DEFAULT_MODEL, "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"})
+BUILTIN_NAMES = frozenset({DEFAULT_MODEL, "huggingfacetb/smollm2-135m-instruct"})
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def resolve_model(model: str | os.PathLike | None) -> ModelSource:
         return ModelSource(name.strip().lower(), "preset", None, cfg, ModelConfig.from_hf(cfg))
     path = pathlib.Path(name).expanduser()
     if path.exists():
-        return _from_path(name, "gguf" if _is_gguf(path) else "hf-dir", path)
+        return _from_path(name, None, path)
     cached = _hf_cache_snapshot(name)
     if cached is not None:
         return _from_path(name, "hf-cache", cached)
@@ -71,25 +77,27 @@ def resolve_model(model: str | os.PathLike | None) -> ModelSource:
         f"{name}`) or pass a model directory or .gguf file")
 
 
-def load_weights(source: ModelSource, dtype: torch.dtype = torch.float32) -> Checkpoint:
-    """The weights of ``source`` under Hugging Face names (random for a preset)."""
+def load_weights(source: ModelSource, dtype: torch.dtype = torch.float32, *,
+                 cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+    """The weights of ``source`` under Hugging Face names, in ``dtype`` (random for a preset).
+
+    A GGUF file's dequantized weights are cached under ``cache_dir`` (None: the default,
+    ``~/.cache/eventkernel``).
+    """
     if source.kind == "preset":
         from eventkernel.models.decoder import random_checkpoint
-        weights = {k: v.to(dtype) for k, v in random_checkpoint(source.config).items()}
-        return Checkpoint(source.hf_config, weights, None, pathlib.Path(source.name))
-    return load_checkpoint(source.path, dtype)
+        weights = random_checkpoint(source.config, dtype=dtype)
+        return Checkpoint(source.hf_config, weights, None, pathlib.Path(source.name),
+                          source.config)
+    return load_checkpoint(source.path, dtype, cache_dir=cache_dir)
 
 
-def _is_gguf(path: pathlib.Path) -> bool:
-    return path.suffix == ".gguf" or (path.is_dir() and not (path / "config.json").exists()
-                                      and any(path.glob("*.gguf")))
-
-
-def _from_path(name: str, kind: str, path: pathlib.Path) -> ModelSource:
-    # NOTE: a first version reads the config through load_checkpoint (weights included);
-    # models/ replaces this with a config-only read.
-    checkpoint = load_checkpoint(path)
-    return ModelSource(name, kind, path, checkpoint.config, ModelConfig.from_hf(checkpoint.config))
+def _from_path(name: str, kind: str | None, path: pathlib.Path) -> ModelSource:
+    """Only config.json or the GGUF header is read (no weights)."""
+    path = find_checkpoint(path)
+    config = read_config(path)
+    kind = kind or ("gguf" if path.is_file() else "hf-dir")
+    return ModelSource(name, kind, path, config.to_hf(), config)
 
 
 def _hf_cache_snapshot(repo_id: str) -> pathlib.Path | None:

@@ -1,7 +1,10 @@
 """Text <-> token ids, chat templates and streaming detokenization.
 
 A thin layer over a `transformers` fast tokenizer, built offline from a Hugging Face model
-directory or from a GGUF file's embedded tokenizer metadata.
+directory or from a GGUF file's embedded tokenizer metadata. A GGUF file's tokenizer is
+converted once (vocabulary, merges, special tokens and chat template read with
+`models.gguf_file`, built with transformers' GGUF converters) and cached as a tokenizer.json
+folder (`models.cache`), which later loads in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ import pathlib
 from typing import Any, Iterable, Sequence
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+# GGUF metadata the tokenizer is built from: the vocabulary arrays are read in full.
+_GGUF_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.merges", "tokenizer.ggml.precompiled_charsmap")
+_GGUF_SPECIAL_TOKENS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id",
+                        "unk_token": "unknown_token_id", "pad_token": "padding_token_id"}
 
 
 class Tokenizer:
@@ -111,13 +119,14 @@ class StreamDecoder:
         return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special_tokens)
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+def load_tokenizer(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                   use_cache: bool = True) -> Tokenizer:
     """Build the tokenizer of a Hugging Face model directory or a `.gguf` file, offline.
 
-    A directory holding one `.gguf` file and no tokenizer.json is read as that GGUF.
+    A directory holding one `.gguf` file and no tokenizer.json is read as that GGUF. A GGUF
+    file's converted tokenizer is cached under `cache_dir` (None: `~/.cache/eventkernel`)
+    unless `use_cache` is false.
     """
-    from transformers import AutoTokenizer
-
     path = pathlib.Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"tokenizer path {path} does not exist")
@@ -132,11 +141,72 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if path.is_file():
         if path.suffix != ".gguf":
             raise ValueError(f"{path} is neither a model directory nor a .gguf file")
-        hf = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
-                                           local_files_only=True)
-        return Tokenizer(hf)
+        return Tokenizer(_gguf_tokenizer(path, cache_dir if use_cache else False))
+    from transformers import AutoTokenizer
+
     hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return Tokenizer(hf, _generation_eos_ids(path))
+
+
+def _gguf_tokenizer(file: pathlib.Path, cache_dir: str | os.PathLike | None | bool) -> Any:
+    """The transformers tokenizer of a GGUF file, from the cache when a whole entry is there."""
+    from eventkernel.models.cache import cache_path, remove, write_atomically
+
+    if cache_dir is False:
+        return convert_gguf_tokenizer(file)
+    entry = cache_path(cache_dir, file, "tokenizer")
+    if (entry / "complete").is_file():
+        try:
+            return _load_saved(entry)
+        except Exception:  # noqa: BLE001 -- a damaged entry of any kind is rebuilt
+            remove(entry)
+    hf = convert_gguf_tokenizer(file)
+
+    def save(folder: pathlib.Path) -> None:
+        hf.save_pretrained(folder)
+        (folder / "complete").write_text("1")
+
+    try:
+        write_atomically(entry, save)
+    except OSError:
+        pass                    # a read-only or full cache costs speed, not correctness
+    return hf
+
+
+def _load_saved(folder: pathlib.Path) -> Any:
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+
+
+def convert_gguf_tokenizer(file: pathlib.Path) -> Any:
+    """A transformers fast tokenizer from a GGUF file's metadata (no cache).
+
+    The same conversion as ``AutoTokenizer.from_pretrained(dir, gguf_file=...)``: the
+    metadata is grouped under transformers' names and handed to its GGUF converter, but read
+    with eventkernel's header reader (a fraction of the time).
+    """
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf import gguf_tokenizer_mapping as mapping
+
+    from eventkernel.models.gguf_file import read_gguf
+
+    metadata = read_gguf(file, arrays=_GGUF_ARRAYS).metadata
+    grouped = {group: {name: metadata[f"tokenizer.{key}"] for key, name in renames.items()
+                       if f"tokenizer.{key}" in metadata}
+               for group, renames in mapping.GGUF_TOKENIZER_MAPPING.items()}
+    tokenizer, config = grouped["tokenizer"], grouped["tokenizer_config"]
+    if "tokens" not in tokenizer:
+        raise ValueError(f"{file} has no tokenizer (no tokenizer.ggml.tokens metadata); pass "
+                         "a model directory with a tokenizer.json instead")
+    if tokenizer.get("tokenizer_type") == "llama":
+        # NOTE: as transformers: llama.cpp adds BOS to a sentencepiece vocabulary by default.
+        config.setdefault("add_bos_token", True)
+    for name, key in _GGUF_SPECIAL_TOKENS.items():
+        token_id = metadata.get(f"tokenizer.ggml.{key}")
+        config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
+    backend, extra = mapping.convert_gguf_tokenizer(metadata["general.architecture"], tokenizer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **config, **extra)
 
 
 def _generation_eos_ids(directory: pathlib.Path) -> list[int]:

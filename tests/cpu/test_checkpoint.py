@@ -16,6 +16,7 @@ from eventkernel.models.checkpoint import (
     UnsupportedArchitectureError,
     load_checkpoint,
 )
+from eventkernel.models.config import ModelConfig
 from eventkernel.models.default import default_model_path
 
 CONFIG_KEYS = (
@@ -53,7 +54,7 @@ def gguf_path():
 
 @pytest.fixture(scope="module")
 def ours(gguf_path):
-    return load_checkpoint(gguf_path)
+    return load_checkpoint(gguf_path, use_cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,14 @@ def reference(gguf_path):
 def test_default_gguf_config(ours, gguf_path):
     assert ours.path == gguf_path and ours.tokenizer_source == gguf_path
     assert ours.config == {
-        "model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
-        "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
-        "intermediate_size": 1536, "vocab_size": 49152,
-        "rms_norm_eps": pytest.approx(1e-5), "rope_theta": 100000.0, "rope_scaling": None,
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576,
+        "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+        "head_dim": 64, "intermediate_size": 1536, "vocab_size": 49152,
+        "rms_norm_eps": pytest.approx(1e-5), "rope_theta": 100000.0,
         "tie_word_embeddings": True, "max_position_embeddings": 8192,
-        "bos_token_id": 1, "eos_token_id": 2,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "attention_bias": False,
     }
+    assert ours.model_config == ModelConfig.from_hf(ours.config)
 
 
 def test_default_gguf_config_matches_transformers(ours, reference):
@@ -136,7 +138,7 @@ def test_hf_directory_round_trip(tmp_path, model_type, tied, sharded):
     for key in CONFIG_KEYS:
         assert checkpoint.config[key] == getattr(model.config, key), key
     assert checkpoint.config["rope_theta"] == model.config.rope_parameters["rope_theta"]
-    assert checkpoint.config["rope_scaling"] is None
+    assert checkpoint.config.get("rope_scaling") is None
     assert checkpoint.tokenizer_source is None  # save_pretrained of a model writes none
 
 
@@ -153,11 +155,24 @@ def test_legacy_rope_keys(tmp_path):
     _save_tiny(tmp_path, "llama")
     raw = json.loads((tmp_path / "config.json").read_text())
     del raw["rope_parameters"]
-    raw.update(rope_theta=20000.0, rope_scaling={"type": "linear", "factor": 2.0})
+    scaling = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 128}
+    raw.update(rope_theta=20000.0, rope_scaling={"type": "llama3", **scaling})
     (tmp_path / "config.json").write_text(json.dumps(raw))
     config = load_checkpoint(tmp_path).config
     assert config["rope_theta"] == 20000.0
-    assert config["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
+    assert config["rope_scaling"] == {"rope_type": "llama3", **scaling}
+
+
+def test_unsupported_rope_scaling(tmp_path):
+    _save_tiny(tmp_path, "llama")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["rope_parameters"]
+    raw.update(rope_theta=20000.0, rope_scaling={"type": "linear", "factor": 2.0})
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UnsupportedArchitectureError, match="rope scaling 'linear'") as info:
+        load_checkpoint(tmp_path)
+    assert "config.json" in str(info.value)
 
 
 # --- tiny GGUF files ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Tokenizer built from the default GGUF and from a Hugging Face directory, against
-transformers."""
+"""Tokenizer built from the default GGUF (converted, then from the cache) and from a Hugging
+Face directory, against transformers."""
 
 import json
 
@@ -33,8 +33,19 @@ def gguf_path():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(gguf_path):
-    return load_tokenizer(gguf_path)
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module", params=["converted", "cached"])
+def tokenizer(request, gguf_path, cache_dir):
+    """The first load converts the GGUF's tokenizer and caches it; the second reads the cache."""
+    tok = load_tokenizer(gguf_path, cache_dir=cache_dir)
+    entries = list((cache_dir / "tokenizer").iterdir())
+    assert len(entries) == 1 and (entries[0] / "tokenizer.json").is_file()
+    if request.param == "cached":
+        tok = load_tokenizer(gguf_path, cache_dir=cache_dir)
+    return tok
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +134,24 @@ def test_hf_directory(tmp_path, reference):
     )
 
 
-def test_directory_with_one_gguf(tmp_path, gguf_path, tokenizer):
+def test_directory_with_one_gguf(tmp_path, gguf_path, tokenizer, cache_dir):
     (tmp_path / gguf_path.name).symlink_to(gguf_path)
-    assert load_tokenizer(tmp_path).encode(TEXTS[2]) == tokenizer.encode(TEXTS[2])
+    loaded = load_tokenizer(tmp_path, cache_dir=cache_dir)
+    assert loaded.encode(TEXTS[2]) == tokenizer.encode(TEXTS[2])
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path, gguf_path, reference):
+    load_tokenizer(gguf_path, cache_dir=tmp_path)
+    (entry,) = (tmp_path / "tokenizer").iterdir()
+    (entry / "tokenizer.json").write_text('{"truncated')
+    tokenizer = load_tokenizer(gguf_path, cache_dir=tmp_path)
+    assert tokenizer.encode(TEXTS[2]) == reference.encode(TEXTS[2])
+    assert json.loads((entry / "tokenizer.json").read_text())["model"]["type"] == "BPE"
+
+
+def test_cache_dir_is_not_used_when_off(tmp_path, gguf_path):
+    load_tokenizer(gguf_path, cache_dir=tmp_path, use_cache=False)
+    assert not any(tmp_path.iterdir())
 
 
 def test_errors(tmp_path):
