@@ -3,7 +3,7 @@
 Whatever the source, a `Checkpoint` holds its `ModelConfig`, a Hugging Face style `config`
 dict made from it, and `weights` under Hugging Face names, so the model builders see one
 format. Names and shapes come from the model family's checkpoint table (``models/llama.py``,
-``models/qwen3.py``). GGUF tensors are dequantized with the `gguf` package and llama.cpp's
+``models/qwen3.py``). GGUF tensors are dequantized (``models/dequant.py``) and llama.cpp's
 row permutation of q/k projections is undone where the family says so; the result is cached
 on disk (``models/cache.py``) so a second load maps one safetensors file instead.
 """
@@ -21,6 +21,7 @@ import torch
 
 from eventkernel.models.cache import cache_path, remove, write_atomically
 from eventkernel.models.config import ModelConfig, parse_config
+from eventkernel.models.dequant import dequantize
 # NOTE: the error classes moved to models/errors.py; kept here for existing imports.
 from eventkernel.models.errors import (  # noqa: F401
     CheckpointError,
@@ -202,9 +203,6 @@ def _load_gguf(file: pathlib.Path, dtype: torch.dtype,
 
 def _dequantize(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
     """fp32 weights under Hugging Face names, q/k rows back in Hugging Face order."""
-    import gguf as gguf_py
-    import numpy as np
-
     names = {}
     for tensor in config.family.tensors_of(tied=False):
         for i in range(config.num_layers) if tensor.per_layer else (None,):
@@ -217,8 +215,7 @@ def _dequantize(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
                 f"to use; only dense {', '.join(FAMILIES)} GGUF files are supported"
             )
         hf_name, tensor = names[info.name]
-        array = gguf_py.quants.dequantize(gguf.tensor_bytes(info), info.ggml_type)
-        weight = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+        weight = dequantize(gguf.tensor_bytes(info), info.ggml_type, info.shape)
         if tensor.gguf_row_heads is not None:
             weight = _unpermute_rows(weight, getattr(config, tensor.gguf_row_heads))
         weights[hf_name] = weight

@@ -335,3 +335,44 @@ def test_several_ggufs(tmp_path):
     (tmp_path / "b.gguf").write_bytes(b"")
     with pytest.raises(CheckpointError, match="several .gguf"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"])
+def test_dequantize_matches_gguf_py(name):
+    import gguf
+
+    from eventkernel.models.dequant import FAST_TYPES, dequantize
+
+    qtype = gguf.GGMLQuantizationType[name]
+    assert int(qtype) in FAST_TYPES
+    x = np.random.default_rng(0).standard_normal((6, 96)).astype(np.float32) * 3
+    raw = gguf.quants.quantize(x, qtype)
+    expected = np.asarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32)
+    ours = dequantize(raw.view(np.uint8), int(qtype), (6, 96))
+    assert ours.dtype == torch.float32 and torch.equal(ours, torch.from_numpy(expected))
+
+
+def test_gguf_weights_cache(tmp_path):
+    """The dequantized weights are cached once; a damaged entry is rebuilt, never trusted."""
+    model = _save_tiny(tmp_path / "hf", "llama")
+    _write_tiny_gguf(tmp_path / "tiny.gguf", model, "llama")
+    cache = tmp_path / "cache"
+    fresh = load_checkpoint(tmp_path / "tiny.gguf", cache_dir=cache)
+    (entry,) = (cache / "weights").iterdir()
+    assert entry.suffix == ".safetensors" and entry.name.startswith("tiny-")
+    cached = load_checkpoint(tmp_path / "tiny.gguf", cache_dir=cache)
+    bf16 = load_checkpoint(tmp_path / "tiny.gguf", torch.bfloat16, cache_dir=cache)
+    assert {w.dtype for w in bf16.weights.values()} == {torch.bfloat16}
+    size, good = entry.stat().st_size, entry.read_bytes()
+    # NOTE: damaged copies are moved in (a new file): the loaded weights map the old one.
+    for damaged in (good[:size // 2], b"\xff" * 64 + good[64:]):
+        (tmp_path / "damaged").write_bytes(damaged)
+        (tmp_path / "damaged").replace(entry)
+        repaired = load_checkpoint(tmp_path / "tiny.gguf", cache_dir=cache)
+        assert entry.stat().st_size == size
+        for name, weight in fresh.weights.items():
+            assert torch.equal(cached.weights[name], weight), name
+            assert torch.equal(repaired.weights[name], weight), name
+    assert not list(cache.glob("weights/.*"))     # no temporary files left behind
+    load_checkpoint(tmp_path / "tiny.gguf", cache_dir=tmp_path / "off", use_cache=False)
+    assert not (tmp_path / "off").exists()
