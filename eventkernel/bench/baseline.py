@@ -26,13 +26,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eventkernel.models.config import ModelConfig as ModelShape
-from eventkernel.models.decoder import rope_inv_freq
+from eventkernel.models.config import ModelConfig
+from eventkernel.models.decoder import graph_weight_parts, rope_inv_freq
+
+# NOTE: the old name of the shape struct; the baseline reads everything from ModelConfig.
+ModelShape = ModelConfig
+
+# Transformer parameter -> the graph weight it holds; models.decoder.graph_weight_parts gives
+# the checkpoint tensors of each (the family's table), fused in the same order.
+PARAM_WEIGHTS = {
+    "tok_embeddings.weight": "embed",
+    "norm.weight": "final_norm",
+    "output.weight": "lm_head",
+    "layers.{i}.attention_norm.weight": "layers.{i}.attn_norm",
+    "layers.{i}.attention.wqkv.weight": "layers.{i}.qkv",
+    "layers.{i}.attention.q_norm.weight": "layers.{i}.q_norm",
+    "layers.{i}.attention.k_norm.weight": "layers.{i}.k_norm",
+    "layers.{i}.attention.wo.weight": "layers.{i}.o_proj",
+    "layers.{i}.ffn_norm.weight": "layers.{i}.mlp_norm",
+    "layers.{i}.feed_forward.w13.weight": "layers.{i}.gate_up",
+    "layers.{i}.feed_forward.w2.weight": "layers.{i}.down",
+}
 
 # NOTE: every (batch size, context) pair is its own compiled graph; torch's default limit of
 # 8 recompiles per code object would silently fall back to eager in a sweep.
 RECOMPILE_LIMIT = 64
 INIT_STD = 0.02  # the Hugging Face initializer_range: activations stay O(1) through the layers
+
+
+def as_model_config(config: ModelConfig | Any) -> ModelConfig:
+    """``config`` itself, or the ModelConfig of a Hugging Face config dict / object / path."""
+    return config if isinstance(config, ModelConfig) else ModelConfig.from_hf(config)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +77,7 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, shape: ModelShape) -> None:
+    def __init__(self, shape: ModelConfig) -> None:
         super().__init__()
         self.shape = shape
         self.wqkv = nn.Linear(shape.hidden_size, shape.q_size + 2 * shape.kv_size, bias=False)
@@ -100,7 +124,7 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, shape: ModelShape) -> None:
+    def __init__(self, shape: ModelConfig) -> None:
         super().__init__()
         self.w13 = nn.Linear(shape.hidden_size, 2 * shape.intermediate_size, bias=False)
         self.w2 = nn.Linear(shape.intermediate_size, shape.hidden_size, bias=False)
@@ -111,7 +135,7 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, shape: ModelShape) -> None:
+    def __init__(self, shape: ModelConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
         self.attention = Attention(shape)
@@ -130,7 +154,7 @@ class Transformer(nn.Module):
     ``setup_caches(max_batch, max_ctx)`` before ``forward``.
     """
 
-    def __init__(self, shape: ModelShape) -> None:
+    def __init__(self, shape: ModelConfig) -> None:
         super().__init__()
         self.shape = shape
         self.tok_embeddings = nn.Embedding(shape.vocab_size, shape.hidden_size)
@@ -143,10 +167,14 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", None, persistent=False)
 
     @classmethod
-    def random(cls, config: Any, device, dtype=torch.bfloat16, seed: int = 0) -> Transformer:
-        """A model with seeded random weights (normal, std 0.02; norms 1) built on ``device``."""
+    def random(cls, config: ModelConfig | Any, device, dtype=torch.bfloat16,
+               seed: int = 0) -> Transformer:
+        """A model with seeded random weights (normal, std 0.02; norms 1) built on ``device``.
+
+        ``config``: a ModelConfig, or anything ``ModelConfig.from_hf`` reads.
+        """
         with torch.device("meta"):
-            model = cls(ModelShape.from_hf(config)).to(dtype)
+            model = cls(as_model_config(config)).to(dtype)
         model = model.to_empty(device=device)._tie_weights()
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
@@ -162,7 +190,7 @@ class Transformer(nn.Module):
         """Same weights as a transformers ``LlamaForCausalLM``/``Qwen3ForCausalLM`` (copied)."""
         param = next(hf_model.parameters())
         with torch.device("meta"):
-            model = cls(ModelShape.from_hf(hf_model.config)).to(param.dtype)
+            model = cls(ModelConfig.from_hf(hf_model.config)).to(param.dtype)
         model = model.to_empty(device=param.device)._tie_weights()
         model.load_hf_state_dict(hf_model.state_dict())
         return model.eval().requires_grad_(False)
@@ -175,26 +203,18 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Copy weights named as in transformers, fusing q/k/v and gate/up projections."""
-        sd = {name.removeprefix("model."): tensor for name, tensor in state_dict.items()}
-        self.tok_embeddings.weight.copy_(sd["embed_tokens.weight"])
-        self.norm.weight.copy_(sd["norm.weight"])
-        lm_head = sd.get("lm_head.weight")
-        if not self.shape.tie_word_embeddings:
-            self.output.weight.copy_(lm_head)
-        for i, block in enumerate(self.layers):
-            p = f"layers.{i}."
-            attn = block.attention
-            attn.wqkv.weight.copy_(torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]))
-            attn.wo.weight.copy_(sd[p + "self_attn.o_proj.weight"])
-            if attn.q_norm is not None:
-                attn.q_norm.weight.copy_(sd[p + "self_attn.q_norm.weight"])
-                attn.k_norm.weight.copy_(sd[p + "self_attn.k_norm.weight"])
-            gate_up = [sd[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up")]
-            block.feed_forward.w13.weight.copy_(torch.cat(gate_up))
-            block.feed_forward.w2.weight.copy_(sd[p + "mlp.down_proj.weight"])
-            block.attention_norm.weight.copy_(sd[p + "input_layernorm.weight"])
-            block.ffn_norm.weight.copy_(sd[p + "post_attention_layernorm.weight"])
+        """Copy weights named as in transformers, fusing q/k/v and gate/up projections as the
+        family's checkpoint table says."""
+        parts = graph_weight_parts(self.shape)
+        for i in range(self.shape.num_layers):
+            for param, graph in PARAM_WEIGHTS.items():
+                if "{i}" not in param and i > 0:
+                    continue
+                name = graph.format(i=i)
+                if name not in parts:
+                    continue          # lm_head when tied, q/k norms without qk_norm
+                target = self.get_parameter(param.format(i=i))
+                target.copy_(torch.cat([state_dict[p] for p in parts[name]]))
 
     def setup_caches(self, max_batch: int, max_ctx: int) -> None:
         """Allocate zeroed KV caches ``[max_batch, n_kv, max_ctx, hd]`` and RoPE tables."""
@@ -274,7 +294,7 @@ def cache_length(context_len: int, room: int = 1) -> int:
     return -(-(context_len + room) // 16) * 16
 
 
-def decode_inputs(shape: ModelShape, num_tokens: int, context_len: int, device, seed: int):
+def decode_inputs(shape: ModelConfig, num_tokens: int, context_len: int, device, seed: int):
     """Seeded token ids ``[B, 1]`` and positions ``[B, 1]`` (all ``context_len``) on device."""
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(shape.vocab_size, (num_tokens, 1), generator=generator)
@@ -337,8 +357,9 @@ class TorchCompileRunner:
         self.model: Transformer | None = None
         self._forward: Callable | None = None
 
-    def __call__(self, config: Any, num_tokens: int, context_len: int) -> DecodeStep:
-        shape = ModelShape.from_hf(config)
+    def __call__(self, config: ModelConfig | Any, num_tokens: int,
+                 context_len: int) -> DecodeStep:
+        shape = as_model_config(config)
         if self.model is None or self.model.shape != shape:
             self._build(config)
         window = cache_length(context_len)
@@ -400,13 +421,16 @@ class HFRunner:
         self.backend = backend
         self.compile, self.seed = compile, seed
         self.model = model
-        self._shape = None if model is None else ModelShape.from_hf(model.config)
+        self._shape = None if model is None else ModelConfig.from_hf(model.config)
         self._forward: Callable | None = None if model is None else self._wrap(model)
 
-    def __call__(self, config: Any, num_tokens: int, context_len: int) -> DecodeStep:
+    def __call__(self, config: ModelConfig | Any, num_tokens: int,
+                 context_len: int) -> DecodeStep:
         from transformers import StaticCache
 
-        shape = ModelShape.from_hf(config)
+        shape = as_model_config(config)
+        if isinstance(config, ModelConfig):
+            config = config.to_hf()
         if self.model is None or self._shape != shape:
             self.close()
             self.model = build_hf_model(config, self.device, self.dtype, self.seed)

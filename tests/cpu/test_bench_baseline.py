@@ -129,3 +129,17 @@ def test_few_graphs_serve_every_batch_and_context(runner, graphs):
     finally:
         make.close()
     assert counters["stats"]["unique_graphs"] - before == graphs
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3"])
+def test_built_from_the_model_config(preset):
+    """Shapes, q/k norm and tie come from the ModelConfig the compiler uses (no second parse)."""
+    from eventkernel.models.config import ModelConfig
+
+    config = ModelConfig.from_hf(preset_config(preset))
+    model = Transformer.random(config, "cpu", torch.float32)
+    assert model.shape is config
+    attention = model.layers[0].attention
+    assert (attention.q_norm is not None) == config.qk_norm == (preset == "tiny-qwen3")
+    assert attention.wqkv.weight.shape == (config.qkv_size, config.hidden_size)
+    assert (model.output.weight is model.tok_embeddings.weight) == config.tie_word_embeddings
