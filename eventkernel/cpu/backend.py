@@ -7,9 +7,9 @@ import torch
 
 from eventkernel.compiler import Compiled
 from eventkernel.cpu.executor import RunOptions, poison, run_dynamic, run_static
-from eventkernel.cpu.twins import Step
 from eventkernel.engine.step import StepInputs
 from eventkernel.ir.graph import DType, TensorKind
+from eventkernel.tasks import Step
 
 TORCH_DTYPES = {DType.BF16: torch.bfloat16, DType.F32: torch.float32, DType.I32: torch.int32}
 

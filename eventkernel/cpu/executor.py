@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eventkernel.cpu.twins import TWINS, Step
 from eventkernel.events.bind import BoundEvents
 from eventkernel.schedule.dynamic import DynamicPlan
 from eventkernel.schedule.static import StaticSchedule
+from eventkernel.tasks import TWINS, Step
 
 
 class EventTimeout(RuntimeError):

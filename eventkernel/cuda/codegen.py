@@ -13,13 +13,13 @@ the weights of its next linear tasks into shared memory while it waits on events
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from eventkernel.ir.graph import DType, TensorKind
 from eventkernel.ir.symbols import SEQS, Expr
 from eventkernel.lower.grid import Program, TaskGrid
 from eventkernel.cuda.wire import c_declarations
+from eventkernel.tasks import TASKS, NotOnGpu
 
 
 POINTER_TABLE = "ek_buffers"   # the __constant__ table of buffer pointers the host fills
@@ -52,68 +52,16 @@ def _rows(program: Program, tensor: str) -> str:
 
 
 def instantiate(grid: TaskGrid, program: Program) -> tuple[str, list[Field]]:
-    """The template instantiation and Args fields of one task grid."""
-    node, tile, t = grid.node, grid.tile, grid.task_type
-    ins, outs, attrs = node.inputs, node.outputs, node.attrs
-    ptr = lambda ty, name: Field(ty, tensor=name)  # noqa: E731
-    null = Field("const bf16*", value="nullptr")
-    if t == "embedding":
-        return (f"EmbeddingTask<{tile['TC']}>",
-                [ptr("const bf16*", ins["table"]), ptr("bf16*", outs["out"]),
-                 Field("int", value=str(tile["D"]))])
-    if t == "linear":
-        out_f32 = program.tensors[outs["out"]].dtype is DType.F32
-        out_t = "float" if out_f32 else "bf16"
-        n = program.tensors[ins["weight"]].shape[0]
-        if n % 8:
-            raise UnsupportedOnGpu(f"{grid.name}: {n} output features is not a multiple of 8")
-        gated = ", true" if tile.get("gated") else ""
-        template = (f"LinearTask<{tile['K']}, {tile['TN']}, {out_t}, "
-                    f"{str(tile['norm']).lower()}, {str(tile['residual']).lower()}, "
-                    f"{_rows(program, ins['x'])}{gated}>")
-        return template, [
-            ptr("const bf16*", ins["weight"]), ptr("const bf16*", ins["x"]),
-            ptr("const bf16*", ins["norm"]) if "norm" in ins else null,
-            ptr(f"const {out_t}*", ins["residual"]) if "residual" in ins
-            else Field(f"const {out_t}*", value="nullptr"),
-            ptr(f"{out_t}*", outs["out"]), Field("int", value=str(n)),
-            Field("float", value=repr(float(attrs.get("eps", 0.0))) + "f")]
-    if t == "rope_append":
-        return (f"RopeKvAppendTask<{tile['HD']}, {tile['G']}, {str(tile['qk_norm']).lower()}>",
-                [ptr("const bf16*", ins["qkv"]),
-                 ptr("const bf16*", ins["q_norm"]) if "q_norm" in ins else null,
-                 ptr("const bf16*", ins["k_norm"]) if "k_norm" in ins else null,
-                 ptr("const float*", ins["inv_freq"]), ptr("bf16*", outs["q"]),
-                 ptr("bf16*", outs["k_cache"]), ptr("bf16*", outs["v_cache"]),
-                 Field("int", value=str(attrs["num_kv_heads"])),
-                 Field("float", value=repr(float(attrs["eps"])) + "f")])
-    max_tokens = str(program.maxima["T"])
-    if t == "attention":
-        return (f"AttentionTask<{tile['HD']}, {tile['G']}>",
-                [ptr("const bf16*", ins["q"]), ptr("const bf16*", ins["k_cache"]),
-                 ptr("const bf16*", ins["v_cache"]), ptr("float*", "attn_partial"),
-                 ptr("float*", "attn_lse"), Field("int", value=str(attrs["num_kv_heads"])),
-                 Field("int", value=str(tile["page_size"])),
-                 Field("int", value=str(tile["splits"])), Field("int", value=max_tokens),
-                 Field("float", value=repr(1.0 / math.sqrt(tile["HD"])) + "f")])
-    if t == "attn_merge":
-        return (f"AttentionMergeTask<{tile['HD']}, {tile['G']}>",
-                [ptr("const float*", "attn_partial"), ptr("const float*", "attn_lse"),
-                 ptr("bf16*", outs["out"]), Field("int", value=str(attrs["num_kv_heads"])),
-                 Field("int", value=str(tile["splits"])), Field("int", value=max_tokens)])
-    if t == "silu_mul":
-        return (f"SiluMulTask<{tile['TC']}>",
-                [ptr("const bf16*", ins["x"]), ptr("bf16*", outs["out"]),
-                 Field("int", value=str(tile["I"]))])
-    if t == "gather":
-        return (f"GatherRowsTask<{tile['TC']}>",
-                [ptr("const bf16*", ins["x"]), ptr("bf16*", outs["out"]),
-                 Field("int", value=str(tile["D"]))])
-    if t == "argmax":
-        return (f"ArgmaxTask<{_rows(program, ins['x'])}, {tile['TM']}>",
-                [ptr("const float*", ins["x"]), Field("int", value=str(tile["V"])),
-                 ptr("int*", outs["out"]), Field("float*", value="nullptr")])
-    raise UnsupportedOnGpu(f"no CUDA template for task type {t!r} ({grid.name})")
+    """The template instantiation and Args fields of one task grid (its task type's CUDA
+    binding, from the registry in :mod:`eventkernel.tasks`)."""
+    if grid.task_type not in TASKS:
+        raise UnsupportedOnGpu(f"no CUDA template for task type {grid.task_type!r} "
+                               f"({grid.name})")
+    try:
+        template, args = TASKS[grid.task_type].cuda(grid, program)
+    except NotOnGpu as err:
+        raise UnsupportedOnGpu(str(err)) from None
+    return template, [Field(a.c_type, tensor=a.tensor, value=a.value) for a in args]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class TaskSpace:
 
     def segment_counts(self, binding: Binding) -> dict[int, int]:
         from eventkernel.events.boxes import _space_id
-        from eventkernel.lower.ops import PAGES_OF_SEQ, ROWS_OF_SEQ, SLOTS_OF_ROWTILE
+        from eventkernel.lower.grid import PAGES_OF_SEQ, ROWS_OF_SEQ, SLOTS_OF_ROWTILE
         rows = -(-binding["T"] // self.program.meta["target"].rows_per_tile)
         return {_space_id(ROWS_OF_SEQ): binding["S"], _space_id(PAGES_OF_SEQ): binding["S"],
                 _space_id(SLOTS_OF_ROWTILE): rows}

@@ -1,27 +1,30 @@
-"""Lowering: each op of a graph becomes one or more task grids."""
+"""Lowering: each op of a graph becomes one or more task grids.
+
+The lowering of each op kind lives with its task type in :mod:`eventkernel.tasks`; this
+package holds the shared vocabulary (task grids, regions, costs: ``grid.py``; tile rules:
+``rules.py``) and the pass that walks the graph.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
 
-from eventkernel.ir.graph import Graph, OpKind
+from eventkernel import tasks
+from eventkernel.ir.graph import Graph
 from eventkernel.lower.grid import Access, Cost, Program, Region, Seg, TaskGrid
-from eventkernel.lower.ops import LOWERINGS, lower_attention
 from eventkernel.lower.rules import Target
 
 __all__ = ["Access", "Cost", "Program", "Region", "Seg", "TaskGrid", "Target", "lower"]
 
 
 def lower(graph: Graph, target: Target) -> Program:
-    """Cut every op into tile tasks for ``target``; grids keep program order."""
+    """Cut every op into tile tasks for ``target``; grids keep program order, and the
+    workspaces a lowering adds (attention's partials) join the program's tensors."""
     tensors = dict(graph.tensors)
     grids: list[TaskGrid] = []
     for node in graph.nodes:
-        if node.kind is OpKind.ATTENTION:
-            new, workspaces = lower_attention(node, tensors, target)
-            tensors.update(workspaces)
-        else:
-            new = LOWERINGS[node.kind](node, tensors, target)
-        grids += new
+        lowered = tasks.lowering_of(node.kind).lower(node, tensors, target)
+        tensors.update(lowered.workspaces)
+        grids += lowered.grids
     grids = [replace(g, index=i) for i, g in enumerate(grids)]
     return Program(tuple(grids), tensors, dict(graph.maxima),
                    {**graph.meta, "target": target})

@@ -15,6 +15,13 @@ from eventkernel.ir.graph import Node, Tensor
 from eventkernel.ir.symbols import Binding, DimLike, evaluate
 
 
+# The run-time partitions that lowerings cut dims by (Seg.space); events/derive.py counts
+# their parts per binding.
+ROWS_OF_SEQ = "token rows of sequence"
+SLOTS_OF_ROWTILE = "cache slots of row tile"
+PAGES_OF_SEQ = "cache pages of sequence"
+
+
 @dataclass(frozen=True, slots=True)
 class Seg:
     """Part ``index`` of the run-time partition ``space`` of a dim."""

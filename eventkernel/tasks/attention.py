@@ -1,0 +1,148 @@
+"""Split-KV causal GQA attention over paged K/V: (seq, KV head, split) partial tasks write
+fp32 partial outputs and log-sum-exps to two workspaces, then (seq, KV head) merge tasks
+combine the splits. One op, two task types: ``attention`` and ``attn_merge``."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from eventkernel.ir.graph import DType, Node, OpKind, Tensor, TensorKind
+from eventkernel.ir.symbols import evaluate
+from eventkernel.lower.grid import (PAGES_OF_SEQ, ROWS_OF_SEQ, Access, Cost, Program, Seg,
+                                    TaskGrid)
+from eventkernel.lower.rules import Target, kv_splits
+from eventkernel.tasks.common import Step
+from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
+                                         float_constant, pointer)
+
+# Workspaces shared by every layer (reused buffers: the events order the reuse).
+PARTIAL = "attn_partial"    # [splits, T, H, HD] fp32
+LSE = "attn_lse"            # [splits, T, H] fp32
+
+
+def lower(node: Node, t: Tensors, target: Target) -> Lowered:
+    q, out = t[node.inputs["q"]], t[node.outputs["out"]]
+    h, kvh, hd = node.attrs["num_heads"], node.attrs["num_kv_heads"], node.attrs["head_dim"]
+    g = h // kvh
+    splits = kv_splits(kvh, node.attrs["max_context"], target)
+    tokens, seqs = q.shape[0], t[node.inputs["context_lens"]].shape[0]
+    o_part = Tensor(PARTIAL, (splits, tokens, h, hd), DType.F32, TensorKind.ACTIVATION)
+    lse = Tensor(LSE, (splits, tokens, h), DType.F32, TensorKind.ACTIVATION)
+    heads = lambda c: (c[1] * g, c[1] * g + g)  # noqa: E731
+    seq_rows = lambda c: Seg(ROWS_OF_SEQ, c[0])  # noqa: E731
+    page_size = t[node.inputs["k_cache"]].shape[1]
+    pages = lambda c, b: (Seg(PAGES_OF_SEQ, c[0]), (0, page_size),  # noqa: E731
+                          (c[1], c[1] + 1), (0, hd))
+    seq_inputs = [Access(node.inputs[n], "r",
+                         lambda c, b: ((0, evaluate(t[node.inputs[n]].shape[0], b)),))
+                  for n in ("query_start", "context_lens")]
+    block_table = node.inputs["block_table"]
+    seq_inputs.append(Access(block_table, "r",
+                             lambda c, b: ((c[0], c[0] + 1), (0, t[block_table].shape[1]))))
+    partial_acc = (
+        Access(q.name, "r", lambda c, b: (seq_rows(c), (heads(c)[0] * hd, heads(c)[1] * hd)),
+               "query rows of sequence s (data-dependent)"),
+        Access(node.inputs["k_cache"], "r", pages, "pages of sequence s (block table)"),
+        Access(node.inputs["v_cache"], "r", pages, "pages of sequence s (block table)"),
+        *seq_inputs,
+        Access(o_part.name, "w", lambda c, b: ((c[2], c[2] + 1), seq_rows(c), heads(c), (0, hd))),
+        Access(lse.name, "w", lambda c, b: ((c[2], c[2] + 1), seq_rows(c), heads(c))))
+    merge_acc = (
+        Access(o_part.name, "r", lambda c, b: ((0, splits), seq_rows(c), heads(c), (0, hd))),
+        Access(lse.name, "r", lambda c, b: ((0, splits), seq_rows(c), heads(c))),
+        *seq_inputs[:1],
+        Access(out.name, "w", lambda c, b: (seq_rows(c), (heads(c)[0] * hd, heads(c)[1] * hd))))
+    context = min(node.attrs["max_context"], 512)        # cost model's typical context
+    keys = math.ceil(context / splits)
+    partial_cost = lambda c, b: Cost(  # noqa: E731
+        0, 2 * keys * hd * 2 + g * hd * 2, 4 * g * keys * hd)
+    merge_cost = lambda c, b: Cost(  # noqa: E731
+        0, splits * g * hd * 4 + g * hd * 2, splits * g * hd * 3)
+    tile = {"G": g, "HD": hd, "splits": splits, "page_size": page_size}
+    grids = (TaskGrid(f"{node.name}.partial", "attention", node, (seqs, kvh, splits),
+                      ("seq", "kv_head", "split"), tile, partial_acc, partial_cost),
+             TaskGrid(f"{node.name}.merge", "attn_merge", node, (seqs, kvh),
+                      ("seq", "kv_head"), tile, merge_acc, merge_cost))
+    return Lowered(grids, {o_part.name: o_part, lse.name: lse})
+
+
+def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
+    """One split of one sequence's keys for the G query heads of one KV head."""
+    seq, head, split = c
+    if seq >= s.num_seqs:
+        return
+    b, node, a = s.buffers, g.node, g.node.attrs
+    gs, hd, splits, page_size = g.tile["G"], a["head_dim"], g.tile["splits"], g.tile["page_size"]
+    qs, qe = (int(v) for v in b[node.inputs["query_start"]][seq:seq + 2])
+    ctx = int(b[node.inputs["context_lens"]][seq])
+    chunk = math.ceil(ctx / splits)
+    k0, k1 = split * chunk, min(ctx, split * chunk + chunk)
+    o_part, lse = b[PARTIAL], b[LSE]
+    heads = slice(head * gs, head * gs + gs)
+    q_len = qe - qs
+    if k1 <= k0 or q_len <= 0:
+        o_part[split, qs:qe, heads] = 0.0
+        lse[split, qs:qe, heads] = -math.inf
+        return
+    keys = torch.arange(k0, k1)
+    pages = b[node.inputs["block_table"]][seq, keys // page_size].long()
+    kk = b[node.inputs["k_cache"]][pages, keys % page_size, head].float()     # [nk, hd]
+    vv = b[node.inputs["v_cache"]][pages, keys % page_size, head].float()
+    q = b[node.inputs["q"]][qs:qe, head * gs * hd:(head + 1) * gs * hd].float()
+    q = q.reshape(q_len, gs, hd)
+    scores = torch.einsum("tgd,kd->tgk", q, kk) / math.sqrt(hd)
+    query_pos = ctx - q_len + torch.arange(q_len)
+    visible = keys[None, :] <= query_pos[:, None]                               # [t, nk]
+    scores = scores.masked_fill(~visible[:, None, :], -math.inf)
+    m = scores.amax(-1, keepdim=True)
+    m_safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    p = torch.exp(scores - m_safe)
+    total = p.sum(-1, keepdim=True)
+    out = torch.einsum("tgk,kd->tgd", p, vv) / total.clamp_min(1e-30)
+    o_part[split, qs:qe, heads] = torch.where(total > 0, out, torch.zeros_like(out))
+    lse[split, qs:qe, heads] = torch.where(total[..., 0] > 0, (m_safe + total.log())[..., 0],
+                                           torch.full_like(total[..., 0], -math.inf))
+
+
+def merge_twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
+    """Combine the splits of one sequence's G query heads by their log-sum-exps."""
+    seq, head = c
+    if seq >= s.num_seqs:
+        return
+    b, node = s.buffers, g.node
+    gs, hd = g.tile["G"], node.attrs["head_dim"]
+    qs, qe = (int(v) for v in b[node.inputs["query_start"]][seq:seq + 2])
+    heads = slice(head * gs, head * gs + gs)
+    lse = b[LSE][:, qs:qe, heads]                              # [splits, t, G]
+    parts = b[PARTIAL][:, qs:qe, heads]                        # [splits, t, G, hd]
+    m = lse.amax(0, keepdim=True)
+    w = torch.exp(lse - m)
+    out = (w[..., None] * parts).sum(0) / w.sum(0)[..., None]
+    dst = b[node.outputs["out"]]
+    dst[qs:qe, head * gs * hd:(head + 1) * gs * hd] = out.reshape(qe - qs, gs * hd).to(dst.dtype)
+
+
+def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
+    ins, tile = grid.node.inputs, grid.tile
+    return (f"AttentionTask<{tile['HD']}, {tile['G']}>",
+            [pointer("const bf16*", ins["q"]), pointer("const bf16*", ins["k_cache"]),
+             pointer("const bf16*", ins["v_cache"]), pointer("float*", PARTIAL),
+             pointer("float*", LSE), constant("int", grid.node.attrs["num_kv_heads"]),
+             constant("int", tile["page_size"]), constant("int", tile["splits"]),
+             constant("int", program.maxima["T"]),
+             float_constant(1.0 / math.sqrt(tile["HD"]))])
+
+
+def merge_cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
+    tile = grid.tile
+    return (f"AttentionMergeTask<{tile['HD']}, {tile['G']}>",
+            [pointer("const float*", PARTIAL), pointer("const float*", LSE),
+             pointer("bf16*", grid.node.outputs["out"]),
+             constant("int", grid.node.attrs["num_kv_heads"]), constant("int", tile["splits"]),
+             constant("int", program.maxima["T"])])
+
+
+ATTENTION = TaskType("attention", twin, cuda, "tasks/attention.cuh", OpKind.ATTENTION, lower)
+# NOTE: attention's lowering emits the merge grids; the merge owns no op.
+ATTN_MERGE = TaskType("attn_merge", merge_twin, merge_cuda, "tasks/attention_merge.cuh")

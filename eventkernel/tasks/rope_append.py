@@ -1,0 +1,94 @@
+"""RoPE + paged KV append: per (row tile, KV head), optional per-head q/k RMSNorm, rotate
+q and k, write q and append k and v at each token's cache slot."""
+from __future__ import annotations
+
+import torch
+
+from eventkernel.ir.graph import Node, OpKind
+from eventkernel.ir.symbols import ceildiv
+from eventkernel.lower.grid import SLOTS_OF_ROWTILE, Access, Cost, Program, Seg, TaskGrid
+from eventkernel.lower.rules import Target
+from eventkernel.tasks.common import Step, length, rms_norm, row_slice, tile_rows
+from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
+                                         float_constant, pointer)
+
+
+def lower(node: Node, t: Tensors, target: Target) -> Lowered:
+    qkv, q = t[node.inputs["qkv"]], t[node.outputs["q"]]
+    h, kvh, hd = node.attrs["num_heads"], node.attrs["num_kv_heads"], node.attrs["head_dim"]
+    g, tm = h // kvh, target.rows_per_tile
+    rows = tile_rows(qkv, tm)
+    kcache, vcache = node.outputs["k_cache"], node.outputs["v_cache"]
+    page_size = t[kcache].shape[1]
+    q_cols = lambda c: (c[1] * g * hd, (c[1] + 1) * g * hd)  # noqa: E731
+    k_cols = lambda c: ((h + c[1]) * hd, (h + c[1] + 1) * hd)  # noqa: E731
+    v_cols = lambda c: ((h + kvh + c[1]) * hd, (h + kvh + c[1] + 1) * hd)  # noqa: E731
+    slot = lambda c, b: (Seg(SLOTS_OF_ROWTILE, c[0]), (0, page_size),  # noqa: E731
+                         (c[1], c[1] + 1), (0, hd))
+    acc = [Access(qkv.name, "r", lambda c, b: (rows(c[0], b), q_cols(c))),
+           Access(qkv.name, "r", lambda c, b: (rows(c[0], b), k_cols(c))),
+           Access(qkv.name, "r", lambda c, b: (rows(c[0], b), v_cols(c))),
+           Access(node.inputs["positions"], "r", lambda c, b: (rows(c[0], b),)),
+           Access(node.inputs["slots"], "r", lambda c, b: (rows(c[0], b),)),
+           Access(node.inputs["inv_freq"], "r", lambda c, b: ((0, hd // 2),))]
+    for name in ("q_norm", "k_norm"):
+        if name in node.inputs:
+            acc.append(Access(node.inputs[name], "r", lambda c, b: ((0, hd),)))
+    acc += [Access(q.name, "w", lambda c, b: (rows(c[0], b), q_cols(c))),
+            Access(kcache, "w", slot, "slots of this row tile's tokens (data-dependent)"),
+            Access(vcache, "w", slot, "slots of this row tile's tokens (data-dependent)")]
+    cost = lambda c, b: Cost(0, length(rows(c[0], b)) * (g + 2) * hd * 2 * 2,  # noqa: E731
+                             length(rows(c[0], b)) * (g + 1) * hd * 8)
+    tile = {"TM": tm, "G": g, "HD": hd, "qk_norm": "q_norm" in node.inputs}
+    return Lowered((TaskGrid(node.name, "rope_append", node, (ceildiv(qkv.shape[0], tm), kvh),
+                             ("row_tile", "kv_head"), tile, tuple(acc), cost),))
+
+
+def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
+    b, node, a = s.buffers, g.node, g.node.attrs
+    rows = s.rows(g, node.inputs["qkv"], c[0])
+    if not len(rows):
+        return
+    h, kvh, hd, gs = a["num_heads"], a["num_kv_heads"], a["head_dim"], g.tile["G"]
+    head = c[1]
+    qkv = b[node.inputs["qkv"]][row_slice(rows)]
+    dt = qkv.dtype
+    q = qkv[:, head * gs * hd:(head + 1) * gs * hd].reshape(len(rows), gs, hd)
+    k = qkv[:, (h + head) * hd:(h + head + 1) * hd].reshape(len(rows), 1, hd)
+    v = qkv[:, (h + kvh + head) * hd:(h + kvh + head + 1) * hd]
+    if "q_norm" in node.inputs:
+        q = rms_norm(q, b[node.inputs["q_norm"]], a["eps"])
+        k = rms_norm(k, b[node.inputs["k_norm"]], a["eps"])
+    pos = b[node.inputs["positions"]][row_slice(rows)].float()
+    angles = pos[:, None] * b[node.inputs["inv_freq"]][None, :]
+    cos = torch.cat([angles.cos()] * 2, -1).to(dt)[:, None, :]
+    sin = torch.cat([angles.sin()] * 2, -1).to(dt)[:, None, :]
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        rotated = torch.cat([-x2, x1], -1)
+        return (x.float() * cos.float() + rotated.float() * sin.float()).to(dt)
+
+    b[node.outputs["q"]][row_slice(rows), head * gs * hd:(head + 1) * gs * hd] = \
+        rotate(q).reshape(len(rows), gs * hd)
+    slots = b[node.inputs["slots"]][row_slice(rows)].long()
+    kc, vc = b[node.outputs["k_cache"]], b[node.outputs["v_cache"]]
+    page_size = kc.shape[1]
+    kc[slots // page_size, slots % page_size, head] = rotate(k)[:, 0]
+    vc[slots // page_size, slots % page_size, head] = v
+
+
+def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
+    ins, outs, tile, attrs = grid.node.inputs, grid.node.outputs, grid.tile, grid.node.attrs
+    null = constant("const bf16*", "nullptr")
+    return (f"RopeKvAppendTask<{tile['HD']}, {tile['G']}, {str(tile['qk_norm']).lower()}>",
+            [pointer("const bf16*", ins["qkv"]),
+             pointer("const bf16*", ins["q_norm"]) if "q_norm" in ins else null,
+             pointer("const bf16*", ins["k_norm"]) if "k_norm" in ins else null,
+             pointer("const float*", ins["inv_freq"]), pointer("bf16*", outs["q"]),
+             pointer("bf16*", outs["k_cache"]), pointer("bf16*", outs["v_cache"]),
+             constant("int", attrs["num_kv_heads"]), float_constant(attrs["eps"])])
+
+
+ROPE_APPEND = TaskType("rope_append", twin, cuda, "tasks/rope_kv_append.cuh",
+                       OpKind.ROPE_APPEND, lower)
