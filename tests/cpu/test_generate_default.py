@@ -82,17 +82,19 @@ def test_bad_inputs(llm, tmp_path):
 def test_cuda_path_builds_for_the_device(monkeypatch):
     """The API's CUDA path, with the GPU faked: the program is cut for the device's SM
     count and handed to the CUDA backend in bf16 (a GPU run once crashed right here)."""
+    import eventkernel.build as build_module
     import eventkernel.cuda.backend as cuda_backend
     import eventkernel.cuda.launch as launch
-    import eventkernel.serve.llm as llm_module
 
     built = {}
 
     class FakeCudaBackend:
         def __init__(self, compiled, weights):
             built["compiled"], built["weights"] = compiled, weights
+            self.compiled = compiled
 
-    monkeypatch.setattr(llm_module, "pick_backend", lambda backend: "cuda")
+    monkeypatch.setattr(build_module, "cuda_problem", lambda: None)
+    monkeypatch.setattr(build_module, "available_memory", lambda backend: (80 << 30, "GPU"))
     monkeypatch.setattr(launch, "device_info", lambda *a, **k: launch.DeviceInfo(
         ordinal=0, name="fake H100", sm_count=7, compute_capability=(9, 0),
         max_shared_per_block_optin=227 * 1024, l2_bytes=50 << 20))
