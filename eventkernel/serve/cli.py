@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") else "eventkernel"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv[:1]) if argv[:1] == ["bench"] else parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv[:1] if argv[:1] == ["bench"] else argv)
+        except SystemExit as done:          # --help (0) or a bad argument (2), said already
+            return done.code if isinstance(done.code, int) else 2
         command = args.command
         if command == "bench":       # its own options: eventkernel bench --help
             from eventkernel.bench.run import command as bench_command
@@ -150,9 +153,6 @@ def _generate(args, started: float) -> int:
         raise ValueError(f"--max-tokens {params.max_tokens} leaves no room for a prompt in "
                          f"the {plan.limits.max_context} tokens of context; lower it or raise "
                          f"--max-context (at most {plan.config.max_position_embeddings})")
-    if plan.source.random_weights:
-        print(f"[eventkernel] {plan.source.describe()}: the text will be noise",
-              file=sys.stderr)
     start = time.perf_counter()
     tokenizer = load_source_tokenizer(plan.source)
     tokenizer_s = time.perf_counter() - start
@@ -161,6 +161,9 @@ def _generate(args, started: float) -> int:
     else:
         ids = tokenizer.encode(args.prompt)
     check_request(ids, params, plan.limits, plan.config.vocab_size)   # before the weights
+    if plan.source.random_weights:
+        print(f"[eventkernel] {plan.source.describe()}: the text will be noise",
+              file=sys.stderr)
     with warnings.catch_warnings():      # said above already
         warnings.simplefilter("ignore", RandomWeightsWarning)
         llm = LLM(plan, tokenizer=tokenizer)
