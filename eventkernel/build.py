@@ -110,6 +110,7 @@ class BuildPlan:
     backend: str                 # "cpu" | "cuda"
     limits: Limits
     target: Target
+    stage: str = "backend"       # what it was checked for (see plan_build)
     resolve_s: float = 0.0
 
     @property
@@ -163,7 +164,8 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
                         dtype=DType.BF16 if dtype == "bf16" else DType.F32)
     except ValueError as err:
         raise BuildError(str(err)) from None
-    return BuildPlan(source, options, backend, limits, target, time.perf_counter() - start)
+    return BuildPlan(source, options, backend, limits, target, stage,
+                     time.perf_counter() - start)
 
 
 def build(model: Any, options: BuildOptions | None = None, *,
@@ -172,14 +174,18 @@ def build(model: Any, options: BuildOptions | None = None, *,
     ``stage``: "program" (the task program: all a kernel's source depends on), "compiled"
     (with events; schedules are built per bucket on demand) or "backend" (weights read and
     the backend made, ready to run steps)."""
+    if stage not in STAGES:
+        raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     if isinstance(model, BuildPlan):
         if options is not None:
             raise TypeError("a BuildPlan carries its options: pass either a plan or options")
         plan = model
+        if stage == "backend" and plan.stage != "backend":
+            raise BuildError(f"this plan was checked for stage {plan.stage!r} only (not the "
+                             f"memory and positions a running model needs): plan it with "
+                             f"stage='backend'")
     else:
         plan = plan_build(model, options, stage=stage)
-    if stage not in STAGES:
-        raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     opts, config = plan.options, plan.config
     timings = {"resolve": plan.resolve_s}
     start = time.perf_counter()
@@ -229,13 +235,11 @@ def pick_backend(requested: str, need_gpu: bool = True) -> str:
     such a GPU is an error only when the backend will run (``need_gpu``)."""
     if requested not in BACKENDS:
         raise BuildError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
-    if requested == "cpu":
-        return "cpu"
+    if requested == "cpu" or (requested == "cuda" and not need_gpu):
+        return requested       # NOTE: no probe: a compile-only process makes no CUDA context
     problem = cuda_problem()
-    if requested == "cuda":
-        if problem and need_gpu:
-            raise BuildError(f"the CUDA backend cannot run here: {problem}; use --backend cpu")
-        return "cuda"
+    if requested == "cuda" and problem:
+        raise BuildError(f"the CUDA backend cannot run here: {problem}; use --backend cpu")
     return "cpu" if problem else "cuda"
 
 
