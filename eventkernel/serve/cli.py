@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         if command == "bench":       # its own options: eventkernel bench --help
             from eventkernel.bench.run import command as bench_command
-            return bench_command(argv[1:], started=time.monotonic())
+            try:
+                return bench_command(argv[1:], started=time.monotonic())
+            except SystemExit as done:      # its --help or a bad argument, said already
+                return done.code if isinstance(done.code, int) else 2
         if command == "generate":
             return _generate(args, started)
         options = _build_options(args)

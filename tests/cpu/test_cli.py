@@ -150,3 +150,15 @@ def test_ctrl_c_is_one_line_and_exit_code_130(after_ready):
     assert out == "" or out.endswith("\n")
     if after_ready:
         assert len(out) > 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--models", "nope"], "eventkernel bench: error: argument --models: unknown"),
+    (["compile", "tiny-llama", "--max-context", "0"], "max_context must be a positive"),
+    (["inspect", "tiny-llama", "--workers", "0"], "num_workers must be a positive"),
+    (["frobnicate"], "eventkernel: error: argument command: invalid choice"),
+])
+def test_other_commands_bad_input_is_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
