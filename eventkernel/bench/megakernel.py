@@ -8,13 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from eventkernel.compiler import compile_model, lower_model
+from eventkernel.build import BuildOptions, build
 from eventkernel.engine.kv_cache import BlockManager
 from eventkernel.engine.step import build_step
-from eventkernel.ir.graph import DType
-from eventkernel.lower import Target
-from eventkernel.models.config import Limits, ModelConfig
-from eventkernel.models.decoder import random_graph_weights
 
 
 class MegakernelRunner:
@@ -34,6 +30,9 @@ class MegakernelRunner:
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
         self.trace, self.options, self.cold_compile = trace, options, cold_compile
         self.passes, self.target = passes or {}, target or {}
+        if set(self.passes) - {"fuse_silu_mul"}:
+            raise ValueError(f"unknown compile passes {sorted(set(self.passes))}; "
+                             f"known: fuse_silu_mul")
         self.backends: dict[str, Any] = {}
         self.build_parts_s: dict[str, float] = {}  # of the last model built
         self.precompiled: dict[str, dict[str, float]] = {}  # config key -> cold figures
@@ -86,43 +85,40 @@ class MegakernelRunner:
                 "target": self.target}
 
     def backend(self, config: dict):
-        from eventkernel.cuda.backend import CudaBackend
         from eventkernel.cuda.launch import device_info
         key = _key(config)
         if key not in self.backends:
             self.wait_for_precompile()
             self.backends.clear()                         # one model on the GPU at a time
-            t0 = time.perf_counter()
-            compiled = self.compile(config, device_info().sm_count)
-            t1 = time.perf_counter()
-            weights = random_graph_weights(compiled.graph, self.seed, "cuda")
-            t2 = time.perf_counter()
             if key not in self.precompiled and self.cold_compile:
                 self.precompile([config], device_info().sm_count)  # in this build's time
             cold = self.precompiled.get(key)
-            t3 = time.perf_counter()
-            backend = CudaBackend(compiled, weights, trace=self.trace, options=self.options)
-            t4 = time.perf_counter()
+            built = build(config, self.options_for(None), stage="backend")
+            backend, parts = built.backend, built.timings
             # The backend's own compile hits the disk cache the cold compile just filled.
-            self.build_parts_s = {"compiler passes": t1 - t0, "weights": t2 - t1,
-                                  **(cold or {}),
+            self.build_parts_s = {"compiler passes": parts["compile"],
+                                  "weights": parts["weights"], **(cold or {}),
                                   "kernel warm cache": backend.compile_s,
-                                  "load + tables": t4 - t3 - backend.compile_s}
+                                  "load + tables": parts["backend"] - backend.compile_s}
             self.backends[key] = backend
         return self.backends[key]
 
     def compile(self, config: dict, num_workers: int):
         """The compiled program this runner builds for ``config`` (no GPU needed)."""
-        return compile_model(*self._inputs(config, num_workers), **self.passes)
+        return build(config, self.options_for(num_workers), stage="compiled").compiled
 
     def program(self, config: dict, num_workers: int):
         """The task program of ``config``: what the kernel's source is generated from."""
-        return lower_model(*self._inputs(config, num_workers), **self.passes)[1]
+        return build(config, self.options_for(num_workers), stage="program").program
 
-    def _inputs(self, config: dict, num_workers: int) -> tuple:
-        limits = Limits(max_tokens=self.max_tokens, max_seqs=self.max_tokens,
-                        max_context=self.max_context + 16, dtype=DType.BF16)
-        return ModelConfig.from_hf(config), limits, Target(num_workers=num_workers, **self.target)
+    def options_for(self, num_workers: int | None) -> BuildOptions:
+        """The build options of this runner's kernels, cut for ``num_workers`` (None: the
+        GPU's SM count): every point's batch and context fit in one program."""
+        return BuildOptions(backend="cuda", max_tokens_per_step=self.max_tokens,
+                            max_seqs=self.max_tokens, max_context=self.max_context + 16,
+                            dtype="bf16", num_workers=num_workers, target=self.target,
+                            fuse_silu_mul=bool(self.passes.get("fuse_silu_mul", False)),
+                            kernel_options=self.options, trace=self.trace, seed=self.seed)
 
     def compile_kernel(self, program, cache_dir: str | None = None, refresh: bool = False):
         """Generate and compile the kernel of ``program`` (a task program) into the disk

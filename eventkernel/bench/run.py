@@ -56,8 +56,15 @@ def _name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line: ``eventkernel bench: error: ...`` (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventkernel bench", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="eventkernel bench", description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=_name_list(presets.preset_names()),
                         default=["llama-3.2-1b"], help="comma-separated presets")
     parser.add_argument("--tokens", type=_int_list, default=None,
@@ -85,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="buffer size for the copy-bandwidth measurement")
     parser.add_argument("--name", default=None, help="result name, default <date>-<models>")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path, default bench/results/<name>.json")
+                        help="where the JSON results go (default: bench/results/<name>.json "
+                             "under the current directory)")
     parser.add_argument("--plot", type=Path, default=None, help="also write this PNG")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="start no new measurement after this long (results so far kept)")
@@ -129,6 +137,58 @@ def main(argv: Sequence[str] | None = None, eventkernel_runner: Runner | None = 
     report = run_benchmarks(options, eventkernel_runner, ["eventkernel", "bench", *argv],
                             started)
     return 1 if report.errors else 0
+
+
+def command(argv: Sequence[str], started: float | None = None) -> int:
+    """``eventkernel bench ARGS``: the baselines, plus the megakernel rows on a Hopper GPU
+    (without one, a line says why they are missing); ``--trace FILE`` also writes a per-SM
+    timeline of one step. ``started``: ``time.monotonic()`` at the command's start."""
+    from eventkernel.build import cuda_problem
+    started = time.monotonic() if started is None else started
+    argv = list(argv)
+    trace = None
+    if "--trace" in argv:                 # ours, not the benchmark's: take it out first
+        i = argv.index("--trace")
+        if i + 1 >= len(argv):
+            raise ValueError("--trace needs a file name (the Chrome trace JSON to write)")
+        trace, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    options = resolve_options(build_parser().parse_args(argv))
+    problem = cuda_problem()
+    if trace is not None and problem:
+        raise RuntimeError(f"--trace needs a CUDA GPU (it records the megakernel's tasks): "
+                           f"{problem}")
+    runner = None
+    if problem:
+        print(f"{EVENTKERNEL}: no megakernel rows: {problem}; the megakernel needs a Hopper "
+              f"GPU (sm_90); measuring the baselines and the floor only", flush=True)
+    if options.jobs > 1 and len(options.models) > 1 and not problem:
+        status = 1 if run_jobs(options, argv, started).errors else 0   # a process per model
+    else:
+        if not problem:
+            from eventkernel.bench.megakernel import MegakernelRunner
+            from eventkernel.cuda.launch import device_info
+            # --quick: no cold-compile measurement (the kernel cache serves what it has).
+            runner = MegakernelRunner(max(options.tokens), max(options.contexts),
+                                      cold_compile=not options.quick)
+            if not options.quick:
+                # Every model's kernel, cold, in parallel worker processes (CPU only) while
+                # the first model's baselines compile: the warm-up report then shows builds
+                # with a warm cache and the cold compile apart.
+                runner.precompile_in_background(
+                    [presets.preset_config(m) for m in options.models], device_info().sm_count)
+        report = run_benchmarks(options, runner, ["eventkernel", "bench", *argv], started)
+        status = 1 if report.errors else 0
+        if runner is not None and not options.quick:
+            print(f"{EVENTKERNEL}: {len(options.models)} kernel(s) compiled cold, in parallel, "
+                  f"in {runner.wait_for_precompile():.1f} s (next to the first baselines)")
+    if trace is not None:
+        if runner is not None:
+            runner.close()
+        from eventkernel.bench.megakernel import trace_step
+        trace_step(presets.preset_config(options.models[0]), options.tokens[0],
+                   options.contexts[0], trace)
+        print(f"trace: {trace} (open it in https://ui.perfetto.dev)")
+    return status
 
 
 def run_benchmarks(options: argparse.Namespace, eventkernel_runner: Runner | None = None,

@@ -1,7 +1,8 @@
 """Ahead-of-time compilation: ``eventkernel compile MODEL`` (no GPU needed).
 
 Writes the generated megakernel source, its sm_90a cubin and a manifest (what the kernel
-was generated from, the source hash) to a folder; :class:`~eventkernel.cuda.backend.CudaBackend`
+was generated from, the source hash) to a folder (the command itself, which resolves the
+model, is ``eventkernel.serve.compile``); :class:`~eventkernel.cuda.backend.CudaBackend`
 loads such a folder instead of compiling when the hashes match.
 """
 from __future__ import annotations
@@ -13,12 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from eventkernel.compiler import lower_model
 from eventkernel.cuda.codegen import KernelSource, generate
 from eventkernel.cuda.compile import CompiledKernel, compile_cuda, compile_with_nvcc, find_nvcc
-from eventkernel.ir.graph import DType
-from eventkernel.lower import Target
-from eventkernel.models.config import Limits
 
 KERNEL = "ek_step"
 
@@ -53,15 +50,23 @@ def load_kernel(kernel_dir: str | os.PathLike, source: KernelSource) -> bytes:
     return (folder / f"{KERNEL}.cubin").read_bytes()
 
 
-def compile_command(model: str, limits: Limits, workers: int, out_dir: str) -> int:
-    """Generate and compile the megakernel of ``model``; print its resource report."""
-    from eventkernel.serve.inspect import resolve_config
-    config = resolve_config(model)
-    limits = dataclasses.replace(limits, dtype=DType.BF16)
+@dataclasses.dataclass(frozen=True, slots=True)
+class AotKernel:
+    """A kernel compiled ahead of time: its source, the compiled kernel, where it went."""
+
+    source: KernelSource
+    kernel: CompiledKernel
+    out_dir: Path
+    generate_s: float
+
+
+def compile_program(program, out_dir: str | os.PathLike, meta: dict) -> AotKernel:
+    """Generate the megakernel of ``program`` (a task program), compile it for sm_90a (nvcc
+    when installed, for its resource report; NVRTC otherwise) and write it to ``out_dir``
+    with a manifest holding ``meta``."""
     start = time.perf_counter()
-    _, program, _ = lower_model(config, limits, Target(num_workers=workers))
     source = generate(program)
-    generated_s = time.perf_counter() - start
+    generate_s = time.perf_counter() - start
     try:
         find_nvcc()
         kernel = compile_with_nvcc(source.source, name=KERNEL)
@@ -69,20 +74,4 @@ def compile_command(model: str, limits: Limits, workers: int, out_dir: str) -> i
         if "nvcc was not found" not in str(err):
             raise
         kernel = compile_cuda(source.source, name=KERNEL, use_cache=False)
-    meta = {"model": model, "arch_family": config.arch, "workers": workers,
-            "limits": {"max_tokens": limits.max_tokens, "max_seqs": limits.max_seqs,
-                       "max_context": limits.max_context, "page_size": limits.page_size}}
-    out = write_kernel(out_dir, source, kernel, meta)
-    usage = (kernel.resources or {}).get(KERNEL)
-    print(f"{model}: {len(program.grids)} task grids, {len(source.kinds)} task "
-          f"template instantiations; generated in {generated_s:.1f} s, compiled with "
-          f"{kernel.compiler} in {kernel.compile_seconds:.1f} s")
-    if usage is not None:
-        print(f"{KERNEL}: {usage.registers} registers/thread, {usage.shared_bytes} B static "
-              f"shared memory (+ dynamic: the largest task's), stack frame {usage.stack_frame} B, "
-              f"spill stores {usage.spill_stores} B, spill loads {usage.spill_loads} B")
-    else:
-        print(f"{KERNEL}: resource report unavailable (NVRTC without cuobjdump)")
-    print(f"wrote {out}/{KERNEL}.cu, {KERNEL}.cubin ({len(kernel.cubin) / 1e6:.2f} MB), "
-          f"manifest.json")
-    return 0
+    return AotKernel(source, kernel, write_kernel(out_dir, source, kernel, meta), generate_s)

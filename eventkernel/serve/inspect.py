@@ -1,29 +1,24 @@
 """``eventkernel inspect``: build, lower, derive, verify and schedule, then summarise."""
 from __future__ import annotations
 
-import os
 import time
 
-
-from eventkernel.compiler import compile_model
+from eventkernel.build import BuildOptions, build
 from eventkernel.events.verify import verify
-from eventkernel.lower import Target
-from eventkernel.models.config import Limits, ModelConfig
-from eventkernel.models.presets import PRESETS, preset_config
+from eventkernel.ir.graph import DType
+from eventkernel.models.config import Limits
 
 
-def resolve_config(model: str) -> ModelConfig:
-    """A preset name, a config.json, a model directory or a .gguf file."""
-    if model in PRESETS:
-        return ModelConfig.from_hf(preset_config(model))
-    if model.endswith(".gguf") or (os.path.isdir(model) and not os.path.exists(
-            os.path.join(model, "config.json"))):
-        from eventkernel.models.checkpoint import load_checkpoint
-        return ModelConfig.from_hf(load_checkpoint(model).config)
-    if not os.path.exists(model):
-        raise FileNotFoundError(f"{model!r} is neither a preset ({', '.join(PRESETS)}) nor an "
-                                f"existing config.json / model directory")
-    return ModelConfig.from_hf(model)
+def limit_options(limits: Limits, workers: int | None) -> BuildOptions:
+    """The build options of a program cut for ``workers`` CUDA workers within ``limits``
+    (nothing runs: no GPU needed)."""
+    if limits.num_pages:
+        raise ValueError("inspect and compile size the KV cache themselves: leave num_pages 0")
+    return BuildOptions(backend="cuda", max_tokens_per_step=limits.max_tokens,
+                        max_seqs=limits.max_seqs, max_context=limits.max_context,
+                        page_size=limits.page_size,
+                        dtype="bf16" if limits.dtype is DType.BF16 else "f32",
+                        num_workers=workers)
 
 
 def fingerprint_buckets(limits: Limits) -> list[dict[str, int]]:
@@ -33,19 +28,22 @@ def fingerprint_buckets(limits: Limits) -> list[dict[str, int]]:
             {"T": limits.max_tokens, "S": limits.max_seqs}]
 
 
-def fingerprint_model(model: str, limits: Limits, workers: int):
-    """The :class:`~eventkernel.fingerprint.Fingerprint` of ``model``'s compiled step."""
+def fingerprint_model(model: str, limits: Limits | BuildOptions, workers: int | None = None):
+    """The :class:`~eventkernel.fingerprint.Fingerprint` of ``model``'s compiled step, built
+    within ``limits`` for ``workers`` (or with the build options given instead)."""
     from eventkernel.fingerprint import fingerprint
-    compiled = compile_model(resolve_config(model), limits, Target(num_workers=workers))
-    return fingerprint(compiled, fingerprint_buckets(limits), workers)
+    options = limits if isinstance(limits, BuildOptions) else limit_options(limits, workers)
+    compiled = build(model, options, stage="compiled").compiled
+    return fingerprint(compiled, fingerprint_buckets(compiled.limits),
+                       compiled.target.num_workers)
 
 
-def inspect_model(model: str, limits: Limits, workers: int, all_buckets: bool = False) -> str:
+def inspect_model(model: str, options: BuildOptions, all_buckets: bool = False) -> str:
     """Summary of the compiled step; verifies the smallest and largest bucket, or every
     bucket (every shape a step can have) with ``all_buckets``."""
     start = time.perf_counter()
-    config = resolve_config(model)
-    compiled = compile_model(config, limits, Target(num_workers=workers))
+    compiled = build(model, options, stage="compiled").compiled
+    config, limits, workers = compiled.config, compiled.limits, compiled.target.num_workers
     program, plan = compiled.program, compiled.plan
     lines = [f"model {model}: {config.arch}, {config.num_layers} layers, hidden "
              f"{config.hidden_size}, {config.num_parameters() / 1e9:.2f} B parameters",

@@ -221,3 +221,40 @@ def _generation_eos_ids(directory: pathlib.Path) -> list[int]:
     if eos is None:
         return []
     return [eos] if isinstance(eos, int) else list(eos)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids: the tokenizer of a preset (random weights, no tokenizer of
+    its own). Ids at or over 256 and the special ids decode to nothing; the chat template
+    is plain ``<|role|>`` headers."""
+
+    def __init__(self, vocab_size: int, eos_token_id: int | None = None,
+                 bos_token_id: int | None = None) -> None:
+        if vocab_size < 256:
+            raise ValueError(f"a byte tokenizer needs a vocabulary of at least 256 ids, the "
+                             f"model has {vocab_size}")
+        self.vocab_size = vocab_size
+        self.eos_token_ids: frozenset[int] = frozenset(
+            () if eos_token_id is None else (eos_token_id,))
+        self.bos_token_id = bos_token_id
+        self._special = self.eos_token_ids | ({bos_token_id} - {None})
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The UTF-8 bytes of ``text`` (no special tokens are added)."""
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        kept = bytes(i for i in ids if i < 256
+                     and not (skip_special_tokens and i in self._special))
+        return kept.decode("utf-8", errors="replace")
+
+    def render_chat(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
+        turns = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+        return turns + "<|assistant|>\n"
+
+    def apply_chat_template(self, messages: list[dict[str, Any]],
+                            **template_kwargs: Any) -> list[int]:
+        return self.encode(self.render_chat(messages))
+
+    def stream_decoder(self, skip_special_tokens: bool = True) -> StreamDecoder:
+        return StreamDecoder(self, skip_special_tokens)  # type: ignore[arg-type]

@@ -17,7 +17,9 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def llm():
-    return LLM(backend="cpu", max_context=256)
+    llm = LLM("smollm2-135m-instruct", backend="cpu", max_context=256)   # the built-in, by name
+    assert llm.source.kind == "builtin"
+    return llm
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_stop_string(llm):
 
 
 def test_bad_inputs(llm, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist|no such"):
+    with pytest.raises(FileNotFoundError, match="not an existing path"):
         LLM(tmp_path / "missing", backend="cpu")
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams(max_tokens=0)
@@ -82,17 +84,19 @@ def test_bad_inputs(llm, tmp_path):
 def test_cuda_path_builds_for_the_device(monkeypatch):
     """The API's CUDA path, with the GPU faked: the program is cut for the device's SM
     count and handed to the CUDA backend in bf16 (a GPU run once crashed right here)."""
+    import eventkernel.build as build_module
     import eventkernel.cuda.backend as cuda_backend
     import eventkernel.cuda.launch as launch
-    import eventkernel.serve.llm as llm_module
 
     built = {}
 
     class FakeCudaBackend:
         def __init__(self, compiled, weights):
             built["compiled"], built["weights"] = compiled, weights
+            self.compiled = compiled
 
-    monkeypatch.setattr(llm_module, "pick_backend", lambda backend: "cuda")
+    monkeypatch.setattr(build_module, "cuda_problem", lambda: None)
+    monkeypatch.setattr(build_module, "available_memory", lambda backend: (80 << 30, "GPU"))
     monkeypatch.setattr(launch, "device_info", lambda *a, **k: launch.DeviceInfo(
         ordinal=0, name="fake H100", sm_count=7, compute_capability=(9, 0),
         max_shared_per_block_optin=227 * 1024, l2_bytes=50 << 20))
