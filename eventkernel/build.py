@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from eventkernel.compiler import Compiled, compile_model, lower_model
+from eventkernel.cpu.plan import CpuPlan, cpu_plan
 from eventkernel.ir.graph import DType, Graph
 from eventkernel.lower import Program, Target
 from eventkernel.models.config import Limits, ModelConfig
@@ -111,6 +112,7 @@ class BuildPlan:
     limits: Limits
     target: Target
     stage: str = "backend"       # what it was checked for (see plan_build)
+    cpu: CpuPlan | None = None   # the CPU backend's use of the cores
     resolve_s: float = 0.0
 
     @property
@@ -154,8 +156,13 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
     if backend == "cuda" and dtype != "bf16":
         raise BuildError("the CUDA backend runs bf16 programs: use dtype bf16 (or the cpu "
                          "backend for f32)")
-    workers = options.num_workers or _default_workers(backend)
-    target = Target(num_workers=workers, **dict(options.target))
+    cpu = None
+    if backend == "cpu":                 # one plan of the machine's cores (cpu/plan.py)
+        cpu = cpu_plan(options.num_workers)
+        target = dataclasses.replace(cpu.target, **dict(options.target))
+    else:
+        target = Target(num_workers=options.num_workers or _gpu_workers(),
+                        **dict(options.target))
     dtype_bytes = 2 if dtype == "bf16" else 4
     max_context = _max_context(source, options, backend, dtype_bytes, runs)
     try:
@@ -164,7 +171,7 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
                         dtype=DType.BF16 if dtype == "bf16" else DType.F32)
     except ValueError as err:
         raise BuildError(str(err)) from None
-    return BuildPlan(source, options, backend, limits, target, stage,
+    return BuildPlan(source, options, backend, limits, target, stage, cpu,
                      time.perf_counter() - start)
 
 
@@ -272,10 +279,7 @@ def available_memory(backend: str) -> tuple[int, str]:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available RAM"
 
 
-def _default_workers(backend: str) -> int:
-    if backend == "cpu":
-        from eventkernel.cpu.plan import cpu_plan
-        return cpu_plan().num_workers
+def _gpu_workers() -> int:
     if cuda_problem() is None:
         from eventkernel.cuda.launch import device_info
         return device_info().sm_count
@@ -331,7 +335,10 @@ def _make_backend(plan: BuildPlan, compiled: Compiled, weights: dict):
                   "kernel_dir": opts.kernel_dir}
         return CudaBackend(compiled, weights, **{k: v for k, v in kwargs.items() if v})
     from eventkernel.cpu.backend import CpuBackend
-    return CpuBackend(compiled, weights, num_workers=plan.target.num_workers,
+    if plan.cpu is not None and plan.cpu.torch_threads is not None:
+        import torch
+        torch.set_num_threads(plan.cpu.torch_threads)
+    return CpuBackend(compiled, weights, num_workers=plan.cpu.num_workers,
                       poison_intermediates=False)
 
 
