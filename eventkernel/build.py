@@ -149,8 +149,8 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
         raise TypeError(f"options must be a BuildOptions, got {type(options).__name__}")
     if stage not in STAGES:
         raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    source = as_source(model)
     runs = stage == "backend"
+    source = as_source(model, shapes_only=not runs)
     backend = pick_backend(options.backend, need_gpu=runs)
     dtype = options.dtype or ("bf16" if backend == "cuda" else "f32")
     if backend == "cuda" and dtype != "bf16":
@@ -214,8 +214,9 @@ def build(model: Any, options: BuildOptions | None = None, *,
     return built
 
 
-def as_source(model: Any) -> ModelSource:
-    """``model`` as a :class:`ModelSource`: resolved by name, or shapes given as a config."""
+def as_source(model: Any, shapes_only: bool = False) -> ModelSource:
+    """``model`` as a :class:`ModelSource`: resolved by name, or shapes given as a config.
+    ``shapes_only`` (nothing will run): a model directory's config.json is enough."""
     if isinstance(model, ModelSource):
         return model
     if isinstance(model, ModelConfig):
@@ -227,6 +228,9 @@ def as_source(model: Any) -> ModelSource:
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a name, a path, a ModelSource or a config, "
                         f"got {type(model).__name__}")
+    if shapes_only and model is not None and os.path.isdir(model) and os.path.isfile(
+            os.path.join(model, "config.json")):
+        model = os.path.join(model, "config.json")
     if model is not None and os.fspath(model).endswith(".json") and os.path.isfile(model):
         with open(model, encoding="utf-8") as file:   # a config.json alone: shapes only
             try:
