@@ -150,12 +150,12 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
     if stage not in STAGES:
         raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     runs = stage == "backend"
-    source = as_source(model, shapes_only=not runs)
-    backend = pick_backend(options.backend, need_gpu=runs)
+    backend = pick_backend(options.backend, need_gpu=runs)      # the machine, then the model
     dtype = options.dtype or ("bf16" if backend == "cuda" else "f32")
     if backend == "cuda" and dtype != "bf16":
         raise BuildError("the CUDA backend runs bf16 programs: use dtype bf16 (or the cpu "
                          "backend for f32)")
+    source = as_source(model, shapes_only=not runs)
     cpu = None
     if backend == "cpu":                 # one plan of the machine's cores (cpu/plan.py)
         cpu = cpu_plan(options.num_workers)
