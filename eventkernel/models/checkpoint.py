@@ -33,9 +33,6 @@ from eventkernel.models.errors import (  # noqa: F401
 from eventkernel.models.families import FAMILIES
 from eventkernel.models.gguf_file import GGUFFile, read_gguf
 
-# Kept for callers that list what is supported: Hugging Face architecture -> model_type.
-SUPPORTED_ARCHITECTURES = {a: f.model_type for f in FAMILIES.values() for a in f.architectures}
-
 _IGNORED_HF_TENSORS = re.compile(r".*\.rotary_emb\.inv_freq$")
 
 
@@ -193,16 +190,19 @@ def _load_gguf(file: pathlib.Path, dtype: torch.dtype,
                                                         ".safetensors")
     weights = _read_cached(cached, config, dtype) if cached is not None else None
     if weights is None:
-        weights = _dequantize(gguf, config)
+        # NOTE: fp32 for the cache file; without a cache each tensor is cast as it is made.
+        weights = _dequantize(gguf, config, torch.float32 if cached is not None else dtype)
         check_weights(config, weights, file)
         if cached is not None:
             _write_cached(cached, weights)
-        weights = {name: w.to(dtype) for name, w in weights.items()}
+            weights = {name: w.to(dtype) for name, w in weights.items()}
     return Checkpoint(config.to_hf(), weights, file, file, config)
 
 
-def _dequantize(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """fp32 weights under Hugging Face names, q/k rows back in Hugging Face order."""
+def _dequantize(gguf: GGUFFile, config: ModelConfig,
+                dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Weights under Hugging Face names, q/k rows back in Hugging Face order, each tensor
+    dequantized to fp32 and cast to ``dtype``."""
     names = {}
     for tensor in config.family.tensors_of(tied=False):
         for i in range(config.num_layers) if tensor.per_layer else (None,):
@@ -218,7 +218,7 @@ def _dequantize(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
         weight = dequantize(gguf.tensor_bytes(info), info.ggml_type, info.shape)
         if tensor.gguf_row_heads is not None:
             weight = _unpermute_rows(weight, getattr(config, tensor.gguf_row_heads))
-        weights[hf_name] = weight
+        weights[hf_name] = weight.to(dtype)
     return weights
 
 
@@ -268,13 +268,6 @@ def _write_cached(file: pathlib.Path, weights: dict[str, torch.Tensor]) -> None:
 
 
 # --- checks shared by both sources ----------------------------------------------------------
-
-
-def expected_shapes(config: ModelConfig | dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every weight name the config needs, with its shape (from the family's table)."""
-    if not isinstance(config, ModelConfig):
-        config = ModelConfig.from_hf(config)
-    return config.checkpoint_shapes()
 
 
 def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor],

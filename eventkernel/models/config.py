@@ -18,12 +18,6 @@ from eventkernel.models.errors import ModelConfigError, UnsupportedArchitectureE
 from eventkernel.models.families import FAMILIES, find_family, find_gguf_family
 from eventkernel.models.family import Family
 
-# Kept for callers that list what is supported: architecture or model_type -> model_type.
-SUPPORTED_ARCHITECTURES = {
-    **{f.model_type: f.model_type for f in FAMILIES.values()},
-    **{a: f.model_type for f in FAMILIES.values() for a in f.architectures},
-}
-
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
              "vocab_size")
 

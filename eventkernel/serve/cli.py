@@ -151,6 +151,9 @@ def _generate(args, started: float) -> int:
     if not args.prompt:
         raise ValueError("the prompt is empty: give some text")
     options = BuildOptions(backend=args.backend, max_context=args.max_context)
+    if args.verbose:
+        print(f"[eventkernel] loading {args.model or 'the built-in model'}", file=sys.stderr,
+              flush=True)
     plan = plan_build(args.model, options)                  # the config only: no weights
     if params.max_tokens >= plan.limits.max_context:
         raise ValueError(f"--max-tokens {params.max_tokens} leaves no room for a prompt in "

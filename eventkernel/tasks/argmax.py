@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import ceildiv
+from eventkernel.ir.graph import DType, Node, OpKind
+from eventkernel.ir.symbols import SEQS, ceildiv
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target
+from eventkernel.tasks.cases import CaseStep, TemplateCase, Variant, activation, one_op
 from eventkernel.tasks.common import Step, length, row_set, row_slice, tile_rows
 from eventkernel.tasks.task_type import Arg, Lowered, TaskType, Tensors, constant, pointer
 
@@ -40,4 +41,31 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              pointer("int*", grid.node.outputs["out"]), constant("float*", "nullptr")])
 
 
-ARGMAX = TaskType("argmax", twin, cuda, "tasks/argmax.cuh", OpKind.ARGMAX, lower)
+def _logits_with_ties(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Random logits whose maximum appears twice per row: the first index must win."""
+    rows, vocab = shape
+    logits = torch.randn(rows, vocab, generator=gen)
+    top = logits.max(dim=1).values + 1.0
+    first = torch.randint(0, vocab // 2, (rows,), generator=gen)
+    second = first + torch.randint(1, vocab // 2, (rows,), generator=gen)
+    logits[torch.arange(rows), first] = top
+    logits[torch.arange(rows), second] = top
+    return logits
+
+
+def cases() -> tuple[TemplateCase, ...]:
+    """One row per task as lowered, and 64 rows per task; one task past the step."""
+    out = []
+    for rows, vocab in ((1, 151936), (5, 128256), (64, 1003), (70, 4099)):
+        graph = one_op(OpKind.ARGMAX, {"T": 3, "S": rows + 1},
+                       {"logits": activation(SEQS, vocab, dtype=DType.F32),
+                        "next_tokens": activation(SEQS, dtype=DType.I32)},
+                       {"x": "logits"}, {"out": "next_tokens"})
+        out.append(TemplateCase(
+            f"argmax_{rows}x{vocab}", graph, Target(), (CaseStep(3, rows, rows=rows),),
+            fills={"logits": _logits_with_ties}, exact=frozenset({"next_tokens"}),
+            variants=(Variant("rows64", ", 1>", ">"),)))
+    return tuple(out)
+
+
+ARGMAX = TaskType("argmax", twin, cuda, "tasks/argmax.cuh", OpKind.ARGMAX, lower, cases)

@@ -4,14 +4,17 @@ combine the splits. One op, two task types: ``attention`` and ``attn_merge``."""
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 
 from eventkernel.ir.graph import DType, Node, OpKind, Tensor, TensorKind
-from eventkernel.ir.symbols import evaluate
+from eventkernel.ir.symbols import SEQS, TOKENS, evaluate
 from eventkernel.lower.grid import (PAGES_OF_SEQ, ROWS_OF_SEQ, Access, Cost, Program, Seg,
                                     TaskGrid)
 from eventkernel.lower.rules import Target, kv_splits
+from eventkernel.tasks.cases import (CaseStep, TemplateCase, activation, one_op, state,
+                                     step_input)
 from eventkernel.tasks.common import Step
 from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
                                          float_constant, pointer)
@@ -143,6 +146,54 @@ def merge_cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              constant("int", program.maxima["T"])])
 
 
-ATTENTION = TaskType("attention", twin, cuda, "tasks/attention.cuh", OpKind.ATTENTION, lower)
+# (q_lens, ctx_lens, splits): T = 1, 5, 16, 64; context lengths not multiples of the page
+# size; more splits than keys (empty splits); chunked prefill (ctx > q_len).
+_STEPS = (([1], [300], 4), ([1, 1, 1, 1, 1], [1, 16, 37, 300, 1000], 4),
+          ([5, 10, 1], [5, 100, 77], 3), ([64], [97], 2), ([1, 2], [3, 2], 8),
+          ([16, 3], [40, 3], 1))
+_PAGE_SIZE = 16
+
+
+def cases() -> tuple[TemplateCase, ...]:
+    """Partials and merge for head_dim 64 and 128, G = 4 and 8, over scattered pages;
+    one sequence past the step. The split count is the target's (2 KV heads)."""
+    out = []
+    for hd, g in ((64, 4), (128, 4), (128, 8)):
+        for q_lens, ctx_lens, splits in _STEPS:
+            rng = random.Random(sum(ctx_lens) + hd)
+            kvh, seqs, tokens = 2, len(q_lens), sum(q_lens)
+            per_seq = [-(-c // _PAGE_SIZE) for c in ctx_lens]
+            pages = sum(per_seq) + 3
+            order = rng.sample(range(pages), pages)
+            table, used = [], 0
+            for n in per_seq:
+                table.append(tuple(order[used:used + n]) + (0,) * (max(per_seq) - n))
+                used += n
+            starts = [0]
+            for q in q_lens:
+                starts.append(starts[-1] + q)
+            graph = one_op(
+                OpKind.ATTENTION, {"T": tokens + 3, "S": seqs + 1},
+                {"q": activation(TOKENS, g * kvh * hd),
+                 "k_cache": state(pages, _PAGE_SIZE, kvh, hd),
+                 "v_cache": state(pages, _PAGE_SIZE, kvh, hd),
+                 "query_start": step_input(SEQS + 1), "context_lens": step_input(SEQS),
+                 "block_table": step_input(SEQS, max(per_seq)),
+                 "attn": activation(TOKENS, g * kvh * hd)},
+                {"q": "q", "k_cache": "k_cache", "v_cache": "v_cache",
+                 "query_start": "query_start", "context_lens": "context_lens",
+                 "block_table": "block_table"}, {"out": "attn"},
+                num_heads=g * kvh, num_kv_heads=kvh, head_dim=hd, max_context=4096)
+            step = CaseStep(tokens, seqs, {"query_start": tuple(starts),
+                                           "context_lens": tuple(ctx_lens),
+                                           "block_table": tuple(table)}, rows=tokens)
+            out.append(TemplateCase(f"attn_hd{hd}_g{g}_T{tokens}_split{splits}", graph,
+                                    Target(num_workers=kvh * splits), (step,),
+                                    abs_tol={LSE: 2e-2}))
+    return tuple(out)
+
+
+ATTENTION = TaskType("attention", twin, cuda, "tasks/attention.cuh", OpKind.ATTENTION, lower,
+                     cases)
 # NOTE: attention's lowering emits the merge grids; the merge owns no op.
 ATTN_MERGE = TaskType("attn_merge", merge_twin, merge_cuda, "tasks/attention_merge.cuh")

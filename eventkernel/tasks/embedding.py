@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+import random
 
 from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import ceildiv
+from eventkernel.ir.symbols import TOKENS, ceildiv
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target, elementwise_tile
+from eventkernel.tasks.cases import (CaseStep, TemplateCase, activation, one_op, step_input,
+                                     weight)
 from eventkernel.tasks.common import Step, length, row_slice, span, tile_rows
 from eventkernel.tasks.task_type import Arg, Lowered, TaskType, Tensors, constant, pointer
 
@@ -46,4 +49,17 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              constant("int", grid.tile["D"])])
 
 
-EMBEDDING = TaskType("embedding", twin, cuda, "tasks/embedding.cuh", OpKind.EMBEDDING, lower)
+def cases() -> tuple[TemplateCase, ...]:
+    """1 to 100 tokens (the last row tile partial, one row tile past the step)."""
+    rng = random.Random(0)
+    graph = one_op(OpKind.EMBEDDING, {"T": 160},
+                   {"table": weight(1000, 512), "tokens": step_input(TOKENS),
+                    "x": activation(TOKENS, 512)},
+                   {"table": "table", "ids": "tokens"}, {"out": "x"})
+    steps = tuple(CaseStep(t, inputs={"tokens": tuple(rng.randrange(1000) for _ in range(t))},
+                           rows=t) for t in (1, 5, 16, 64, 100))
+    return (TemplateCase("embedding", graph, Target(), steps, exact=frozenset({"x"})),)
+
+
+EMBEDDING = TaskType("embedding", twin, cuda, "tasks/embedding.cuh", OpKind.EMBEDDING, lower,
+                     cases)

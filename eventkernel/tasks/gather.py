@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import evaluate
+from eventkernel.ir.symbols import SEQS, TOKENS, evaluate
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target, elementwise_tile
+from eventkernel.tasks.cases import CaseStep, TemplateCase, activation, one_op, step_input
 from eventkernel.tasks.common import Step, length, span
 from eventkernel.tasks.task_type import Arg, Lowered, TaskType, Tensors, constant, pointer
 
@@ -40,4 +41,14 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              pointer("bf16*", grid.node.outputs["out"]), constant("int", grid.tile["D"])])
 
 
-GATHER = TaskType("gather", twin, cuda, "tasks/gather_rows.cuh", OpKind.GATHER, lower)
+def cases() -> tuple[TemplateCase, ...]:
+    """5 of 20 rows, one twice; the 2 rows past the step stay."""
+    graph = one_op(OpKind.GATHER, {"T": 20, "S": 7},
+                   {"x": activation(TOKENS, 2048), "logits_indices": step_input(SEQS),
+                    "xs": activation(SEQS, 2048)},
+                   {"x": "x", "index": "logits_indices"}, {"out": "xs"})
+    step = CaseStep(20, 5, {"logits_indices": (19, 0, 7, 7, 3)}, rows=5)
+    return (TemplateCase("gather", graph, Target(), (step,), exact=frozenset({"xs"})),)
+
+
+GATHER = TaskType("gather", twin, cuda, "tasks/gather_rows.cuh", OpKind.GATHER, lower, cases)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 from eventkernel.ir.graph import DType, Node, OpKind
-from eventkernel.ir.symbols import Binding, ceildiv
+from eventkernel.ir.symbols import SEQS, TOKENS, Binding, ceildiv
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target, linear_tile_n
+from eventkernel.tasks.cases import (CaseStep, TemplateCase, Variant, activation, one_op,
+                                     weight)
 from eventkernel.tasks.common import (Step, length, rms_norm, row_set, row_slice, silu_gate,
                                       span, tile_rows)
 from eventkernel.tasks.task_type import (Arg, Lowered, NotOnGpu, TaskType, Tensors, constant,
@@ -85,4 +87,56 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
         float_constant(grid.node.attrs.get("eps", 0.0))]
 
 
-LINEAR = TaskType("linear", twin, cuda, "tasks/linear.cuh", OpKind.LINEAR, lower)
+# (name, K, TN, fp32 output, input: "x" | "norm" (fused RMSNorm) | "gated" ([gate | up],
+#  2K wide: silu(gate) * up), residual (in place: out += x @ W.T), rows per sequence)
+TEMPLATE_CASES = (
+    ("lin_k256_tn16_norm", 256, 16, False, "norm", False, False),
+    ("lin_k512_tn32_res", 512, 32, False, "x", True, False),
+    ("lin_k512_tn32_gated_res", 512, 32, False, "gated", True, False),
+    ("lin_k2048_tn64_norm_res", 2048, 64, False, "norm", True, False),
+    ("lin_k2048_tn64_gated_res", 2048, 64, False, "gated", True, False),
+    ("lin_k2048_tn128_f32", 2048, 128, True, "x", False, False),
+    ("lin_k1024_tn256_norm", 1024, 256, False, "norm", False, False),
+    ("lin_k1024_tn512_f32_res", 1024, 512, True, "x", True, False),
+    ("lin_k4096_tn128_seqs", 4096, 128, True, "norm", False, True),
+    # 4 rows of K = 12288 fit staged: GemvMmaTask reads the rows from global memory (direct)
+    ("lin_k12288_tn16_res", 12288, 16, False, "x", True, False),
+)
+
+
+def gemv_max_rows(k: int) -> int:
+    """GemvTask::kMaxRows: the rows of K bf16 that fit staged in 160 KB (16, 8 or 4)."""
+    return next((r for r in (16, 8) if k * 2 * r <= 160 * 1024), 4)
+
+
+def cases() -> tuple[TemplateCase, ...]:
+    """Every TN, fused norm, gated input, residual, fp32 output, rows per sequence; 1 to
+    100 rows (one row tile past the step) through LinearTask, GemvMmaTask (in groups of
+    16 rows), GemvTask (decode-sized steps it stages) and the weight ring (TN <= 256,
+    K <= 4096: its scratch stages 4 rows of K = 12288 at most)."""
+    out = []
+    for name, k, tn, fp32, kind, residual, per_seq in TEMPLATE_CASES:
+        n = 3 * tn + 24 if tn >= 64 else 4 * tn   # a partial last column tile when TN >= 64
+        rows = SEQS if per_seq else TOKENS
+        dtype = DType.F32 if fp32 else DType.BF16
+        tensors = {"x": activation(rows, 2 * k if kind == "gated" else k),
+                   "w": weight(n, k), "out": activation(rows, n, dtype=dtype)}
+        inputs = {"x": "x", "weight": "w"}
+        if kind == "norm":
+            tensors["g"], inputs["norm"] = weight(k), "g"
+        if residual:
+            inputs["residual"] = "out"
+        graph = one_op(OpKind.LINEAR, {"T": 160, "S": 160}, tensors, inputs, {"out": "out"},
+                       eps=1e-6, gated=kind == "gated")
+        steps = tuple(CaseStep(7, t, rows=t) if per_seq else CaseStep(t, rows=t)
+                      for t in (1, 2, 3, 5, 8, 16, 64, 100))
+        variants = (Variant("gemv_mma", "LinearTask<", "GemvMmaTask<"),
+                    Variant("gemv", "LinearTask<", "GemvTask<", min(16, gemv_max_rows(k))))
+        target = Target(min_tile_n=tn, max_tile_n=tn)      # this TN whatever N is
+        out.append(TemplateCase(name, graph, target, steps, scales={"w": k ** -0.5},
+                                variants=variants,
+                                ring_max_rows=8 if tn <= 256 and k <= 4096 else 0))
+    return tuple(out)
+
+
+LINEAR = TaskType("linear", twin, cuda, "tasks/linear.cuh", OpKind.LINEAR, lower, cases)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import ceildiv
+from eventkernel.ir.symbols import TOKENS, ceildiv
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target
+from eventkernel.tasks.cases import CaseStep, TemplateCase, activation, one_op, weight
 from eventkernel.tasks.common import Step, length, rms_norm, row_set, row_slice, tile_rows
 from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
                                          float_constant, pointer)
@@ -40,4 +41,13 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              float_constant(grid.node.attrs["eps"])])
 
 
-RMSNORM = TaskType("rmsnorm", twin, cuda, "tasks/rmsnorm.cuh", OpKind.RMSNORM, lower)
+def cases() -> tuple[TemplateCase, ...]:
+    graph = one_op(OpKind.RMSNORM, {"T": 160},
+                   {"x": activation(TOKENS, 2048), "w": weight(2048),
+                    "xn": activation(TOKENS, 2048)},
+                   {"x": "x", "weight": "w"}, {"out": "xn"}, eps=1e-5)
+    steps = tuple(CaseStep(t, rows=t) for t in (1, 5, 16, 64, 100))
+    return (TemplateCase("rmsnorm", graph, Target(), steps),)
+
+
+RMSNORM = TaskType("rmsnorm", twin, cuda, "tasks/rmsnorm.cuh", OpKind.RMSNORM, lower, cases)

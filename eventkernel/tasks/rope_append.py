@@ -2,12 +2,16 @@
 q and k, write q and append k and v at each token's cache slot."""
 from __future__ import annotations
 
+import random
+
 import torch
 
-from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import ceildiv
+from eventkernel.ir.graph import DType, Node, OpKind
+from eventkernel.ir.symbols import TOKENS, ceildiv
 from eventkernel.lower.grid import SLOTS_OF_ROWTILE, Access, Cost, Program, Seg, TaskGrid
 from eventkernel.lower.rules import Target
+from eventkernel.tasks.cases import (CaseStep, TemplateCase, activation, one_op, state,
+                                     step_input, weight)
 from eventkernel.tasks.common import Step, length, rms_norm, row_slice, tile_rows
 from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
                                          float_constant, pointer)
@@ -74,8 +78,11 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     slots = b[node.inputs["slots"]][row_slice(rows)].long()
     kc, vc = b[node.outputs["k_cache"]], b[node.outputs["v_cache"]]
     page_size = kc.shape[1]
-    kc[slots // page_size, slots % page_size, head] = rotate(k)[:, 0]
-    vc[slots // page_size, slots % page_size, head] = v
+    # NOTE: a padding token (slot -1) writes no cache slot, as on the GPU.
+    kept = slots >= 0
+    slots = slots[kept]
+    kc[slots // page_size, slots % page_size, head] = rotate(k)[kept, 0]
+    vc[slots // page_size, slots % page_size, head] = v[kept]
 
 
 def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
@@ -90,5 +97,49 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              constant("int", attrs["num_kv_heads"]), float_constant(attrs["eps"])])
 
 
+PAGE_SIZE = 16
+
+
+def _inv_freq(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    half = shape[0]
+    return 1.0 / (500000.0 ** (torch.arange(0, 2 * half, 2, dtype=torch.float32) / (2 * half)))
+
+
+def cases() -> tuple[TemplateCase, ...]:
+    """head_dim 64 and 128, with and without q/k norm; 1 to 64 tokens at random positions
+    and slots, the second token padding (slot -1: no cache write)."""
+    rng = random.Random(0)
+    out = []
+    for hd, g, qk_norm in ((64, 4, False), (128, 4, True)):
+        kvh, pages = 2, 16
+        h = g * kvh
+        tensors = {"qkv": activation(TOKENS, (h + 2 * kvh) * hd),
+                   "positions": step_input(TOKENS), "slot_mapping": step_input(TOKENS),
+                   "inv_freq": weight(hd // 2, dtype=DType.F32),
+                   "q": activation(TOKENS, h * hd),
+                   "k_cache": state(pages, PAGE_SIZE, kvh, hd),
+                   "v_cache": state(pages, PAGE_SIZE, kvh, hd)}
+        inputs = {"qkv": "qkv", "positions": "positions", "slots": "slot_mapping",
+                  "inv_freq": "inv_freq"}
+        if qk_norm:
+            tensors |= {"q_norm": weight(hd), "k_norm": weight(hd)}
+            inputs |= {"q_norm": "q_norm", "k_norm": "k_norm"}
+        graph = one_op(OpKind.ROPE_APPEND, {"T": 128}, tensors, inputs,
+                       {"q": "q", "k_cache": "k_cache", "v_cache": "v_cache"},
+                       num_heads=h, num_kv_heads=kvh, head_dim=hd, eps=1e-6)
+        steps = []
+        for t in (1, 5, 16, 64):
+            slots = rng.sample(range(pages * PAGE_SIZE), t)
+            if t > 1:
+                slots[1] = -1
+            positions = tuple(rng.randrange(100000) for _ in range(t))
+            steps.append(CaseStep(t, inputs={"positions": positions,
+                                             "slot_mapping": tuple(slots)}, rows=t))
+        out.append(TemplateCase(f"rope_hd{hd}_g{g}_qknorm{qk_norm}", graph, Target(),
+                                tuple(steps), fills={"inv_freq": _inv_freq},
+                                exact=frozenset({"v_cache"})))
+    return tuple(out)
+
+
 ROPE_APPEND = TaskType("rope_append", twin, cuda, "tasks/rope_kv_append.cuh",
-                       OpKind.ROPE_APPEND, lower)
+                       OpKind.ROPE_APPEND, lower, cases)

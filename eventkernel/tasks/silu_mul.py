@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from eventkernel.ir.graph import Node, OpKind
-from eventkernel.ir.symbols import ceildiv
+from eventkernel.ir.symbols import TOKENS, ceildiv
 from eventkernel.lower.grid import Access, Cost, Program, TaskGrid
 from eventkernel.lower.rules import Target, elementwise_tile
+from eventkernel.tasks.cases import CaseStep, TemplateCase, activation, one_op
 from eventkernel.tasks.common import Step, length, row_slice, silu_gate, span, tile_rows
 from eventkernel.tasks.task_type import Arg, Lowered, TaskType, Tensors, constant, pointer
 
@@ -45,4 +46,13 @@ def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
              pointer("bf16*", grid.node.outputs["out"]), constant("int", grid.tile["I"])])
 
 
-SILU_MUL = TaskType("silu_mul", twin, cuda, "tasks/silu_mul.cuh", OpKind.SILU_MUL, lower)
+def cases() -> tuple[TemplateCase, ...]:
+    graph = one_op(OpKind.SILU_MUL, {"T": 160},
+                   {"gate_up": activation(TOKENS, 2 * 768), "h": activation(TOKENS, 768)},
+                   {"x": "gate_up"}, {"out": "h"})
+    steps = tuple(CaseStep(t, rows=t) for t in (1, 5, 16, 64, 100))
+    return (TemplateCase("silu_mul", graph, Target(), steps, scales={"gate_up": 2.0}),)
+
+
+SILU_MUL = TaskType("silu_mul", twin, cuda, "tasks/silu_mul.cuh", OpKind.SILU_MUL, lower,
+                    cases)

@@ -8,15 +8,13 @@ generation the CUDA binding by the same name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from eventkernel.ir.graph import Node, OpKind, Tensor
 from eventkernel.lower.grid import Program, TaskGrid
 from eventkernel.lower.rules import Target
-
-if TYPE_CHECKING:
-    from eventkernel.tasks.cases import TemplateCase
-    from eventkernel.tasks.common import Step
+from eventkernel.tasks.cases import TemplateCase
+from eventkernel.tasks.common import Step
 
 Tensors = dict[str, Tensor]
 
@@ -64,11 +62,11 @@ class Lowered:
 
 
 Lowering = Callable[[Node, Tensors, Target], Lowered]
-Twin = Callable[[TaskGrid, tuple[int, ...], "Step"], None]
+Twin = Callable[[TaskGrid, tuple[int, ...], Step], None]
 CudaBinding = Callable[[TaskGrid, Program], tuple[str, list[Arg]]]
 
 
-def no_cases() -> tuple["TemplateCase", ...]:
+def no_cases() -> tuple[TemplateCase, ...]:
     """For a task type whose template is tested through another's cases."""
     return ()
 
@@ -91,7 +89,7 @@ class TaskType:
     header: str
     op: OpKind | None = None
     lower: Lowering | None = None
-    cases: Callable[[], tuple["TemplateCase", ...]] = no_cases
+    cases: Callable[[], tuple[TemplateCase, ...]] = no_cases
 
     def __post_init__(self) -> None:
         if (self.op is None) != (self.lower is None):

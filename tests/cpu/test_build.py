@@ -69,3 +69,10 @@ def test_the_bench_runner_builds_what_build_builds():
 def test_options_check_themselves(kwargs, message):
     with pytest.raises(BuildError, match=message):
         BuildOptions(**kwargs)
+
+
+def test_a_config_only_directory_compiles_but_does_not_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(preset_config("tiny-llama")))
+    assert plan_build(str(tmp_path), BuildOptions(backend="cpu"), stage="compiled")
+    with pytest.raises(ValueError, match="safetensors"):
+        plan_build(str(tmp_path), BuildOptions(backend="cpu"))      # no weights: no random ones
