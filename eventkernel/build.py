@@ -339,7 +339,7 @@ def _make_backend(plan: BuildPlan, compiled: Compiled, weights: dict):
                   "kernel_dir": opts.kernel_dir}
         return CudaBackend(compiled, weights, **{k: v for k, v in kwargs.items() if v})
     from eventkernel.cpu.backend import CpuBackend
-    if plan.cpu is not None and plan.cpu.torch_threads is not None:
+    if plan.cpu is not None:
         import torch
         torch.set_num_threads(plan.cpu.torch_threads)
     return CpuBackend(compiled, weights, num_workers=plan.cpu.num_workers,
