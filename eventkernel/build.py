@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from eventkernel.compiler import Compiled, compile_model, lower_model
 from eventkernel.cpu.plan import CpuPlan, cpu_plan
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.ir.graph import DType, Graph
 from eventkernel.lower import Program, Target
 from eventkernel.models.config import Limits, ModelConfig
@@ -48,8 +49,8 @@ class BuildOptions:
     ``max_position_embeddings``, at most ``DEFAULT_MAX_CONTEXT`` and what fits in memory.
     ``dtype``: "bf16" or "f32"; None: bf16 on cuda, f32 on cpu. ``num_workers``: workers the
     program is cut for (None: the GPU's SM count on cuda, the CPU plan's on cpu).
-    ``target``: more ``Target`` fields (e.g. ``{"waves": 2}``); ``kernel_options``: CUDA
-    build options (``-D...``); ``seed``: of the random weights of a preset.
+    ``target``: more ``Target`` fields (e.g. ``{"waves": 2}``); ``tuning``: the CUDA
+    kernel's tuning constants (a ``KernelTuning``; None: its defaults); ``seed``: of the random weights of a preset.
     """
 
     backend: str = "auto"
@@ -61,7 +62,7 @@ class BuildOptions:
     num_workers: int | None = None
     fuse_silu_mul: bool = False
     target: tuple[tuple[str, Any], ...] = ()
-    kernel_options: tuple[str, ...] = ()
+    tuning: KernelTuning | None = None
     trace: bool = False
     debug: bool = False
     kernel_dir: str | None = None
@@ -89,9 +90,8 @@ class BuildOptions:
         if unknown or "num_workers" in dict(self.target):
             raise BuildError(f"target: unknown or reserved field(s) {unknown or ['num_workers']}"
                              f"; Target has {', '.join(sorted(fields - {'num_workers'}))}")
-        object.__setattr__(self, "kernel_options", tuple(self.kernel_options))
-        if not all(isinstance(o, str) for o in self.kernel_options):
-            raise BuildError(f"kernel_options must be strings, got {self.kernel_options!r}")
+        if self.tuning is not None and not isinstance(self.tuning, KernelTuning):
+            raise BuildError(f"tuning must be a KernelTuning, got {self.tuning!r}")
         for name in ("fuse_silu_mul", "trace", "debug"):
             if not isinstance(getattr(self, name), bool):
                 raise BuildError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -335,7 +335,7 @@ def _make_backend(plan: BuildPlan, compiled: Compiled, weights: dict):
     opts = plan.options
     if plan.backend == "cuda":
         from eventkernel.cuda.backend import CudaBackend
-        kwargs = {"debug": opts.debug, "trace": opts.trace, "options": opts.kernel_options,
+        kwargs = {"debug": opts.debug, "trace": opts.trace, "tuning": opts.tuning,
                   "kernel_dir": opts.kernel_dir}
         return CudaBackend(compiled, weights, **{k: v for k, v in kwargs.items() if v})
     from eventkernel.cpu.backend import CpuBackend

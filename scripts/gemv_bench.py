@@ -2,7 +2,7 @@
 
 One CTA per SM runs GemvTask over its own column tiles of a large weight (T = 1), the way a
 worker's linear tasks follow each other, with the worker's L2 look-ahead (thread 32 asks
-L2 for the tile ``lookahead`` tasks ahead) and the GEMV's build knobs. Prints GB/s per
+L2 for the tile ``tuning.lookahead`` tasks ahead) and the GEMV's tuning. Prints GB/s per
 variant next to a plain device-to-device copy, so the GEMV's ceiling is known apart from
 the megakernel's events. Usage on the GPU machine:
     PYTHONPATH=. python3 scripts/gemv_bench.py [--quick]
@@ -13,12 +13,16 @@ import argparse
 import ctypes
 from concurrent.futures import ProcessPoolExecutor
 
+from eventkernel.cuda.tuning import KernelTuning
+
+# The kernel of one (K, TN); its tuning (look-ahead included) comes from compile_cuda.
 SOURCE = r"""
 #include "eventkernel.cuh"
 using namespace ek;
+constexpr int LOOKAHEAD = tuning::kLookahead;
 extern "C" __global__ void __launch_bounds__(256, 1)
 stream(const bf16* w, const bf16* x, bf16* out, int n, int tiles_per_cta, int* counter) {
-    using Task = GemvTask<KDIM, TILE_N, bf16, false, false>;
+    using Task = GemvTask<{K}, {TN}, bf16, false, false>;
     extern __shared__ __align__(128) char smem[];
     __shared__ StepShape shape;
     if (threadIdx.x == 0) {
@@ -48,26 +52,23 @@ stream(const bf16* w, const bf16* x, bf16* out, int n, int tiles_per_cta, int* c
 # (K, TN): llama-3.2-1b qkv/o_proj (K = 2048, TN = 16), qwen3-8b qkv/o_proj (4096, 16),
 # qwen3-8b gate_up (4096, 64), qwen3-8b down_proj (12288, 16).
 SHAPES = ((2048, 16), (4096, 16), (4096, 64), (12288, 16))
-# (name, look-ahead tasks, extra -D options)
+# (name, tuning)
+DEFAULT = KernelTuning()
 VARIANTS = (
-    ("default", 1, ()),                 # the first 32 KB of the next tile
-    ("no-l2", 0, ()),
-    ("l2-2", 2, ()),
-    ("l2-whole-tile", 1, ("-DEK_L2_PREFETCH_BYTES=0",)),
-    ("batch-8", 1, ("-DEK_GEMV_BATCH=8",)),
+    ("default", DEFAULT),                                 # the first 32 KB of the next tile
+    ("no-l2", DEFAULT.replace(lookahead=0)),
+    ("l2-2", DEFAULT.replace(lookahead=2)),
+    ("l2-whole-tile", DEFAULT.replace(l2_prefetch_bytes=0)),
+    ("batch-8", DEFAULT.replace(gemv_batch=8)),
 )
 QUICK = ("default", "no-l2")
 
 
-def _options(k: int, tn: int, lookahead: int, extra: tuple[str, ...]) -> tuple[str, ...]:
-    return (f"-DKDIM={k}", f"-DTILE_N={tn}", f"-DLOOKAHEAD={lookahead}") + extra
-
-
-def _compile(job: tuple[int, int, int, tuple[str, ...]]):
+def _compile(job: tuple[int, int, KernelTuning]):
     from eventkernel.cuda.compile import compile_cuda
-    k, tn, lookahead, extra = job
-    return compile_cuda(SOURCE, options=_options(k, tn, lookahead, extra),
-                        name=f"gemv_bench_{k}_{tn}").cubin
+    k, tn, tuning = job
+    source = SOURCE.replace("{K}", str(k)).replace("{TN}", str(tn))
+    return compile_cuda(source, tuning=tuning, name=f"gemv_bench_{k}_{tn}").cubin
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
     from eventkernel.cuda.launch import LoadedModule, require_hopper
 
     variants = [v for v in VARIANTS if not args.quick or v[0] in QUICK]
-    jobs = [(k, tn, la, extra) for k, tn in SHAPES for _, la, extra in variants]
+    jobs = [(k, tn, tuning) for k, tn in SHAPES for _, tuning in variants]
     with ProcessPoolExecutor(max_workers=8) as pool:
         cubins = list(pool.map(_compile, jobs))
     info = require_hopper()
@@ -99,7 +100,7 @@ def main() -> None:
         x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
         ref = x.float() @ w.float().T
         counter = torch.zeros(1, dtype=torch.int32, device="cuda")
-        for name, _, _ in variants:
+        for name, _ in variants:
             module = LoadedModule(next(cubin_at))
             smem = 200 * 1024
             func = module.get_function("stream", max_dynamic_smem=smem)

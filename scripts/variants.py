@@ -7,8 +7,7 @@ MODELS: comma-separated presets. VARIANTS: comma-separated names from VARIANTS b
 (default: all). Every (model, variant) kernel is first compiled in parallel into the
 kernel cache (CPU only), then each variant is timed alone, untraced, context 512, at
 each N tokens per step (N sequences of one token; default 1).
-``--trace`` times instrumented builds instead and prints the mean linear task time (and,
-for the weight ring, its per-task phases).
+``--trace`` times instrumented builds instead and prints the mean linear task time.
 """
 from __future__ import annotations
 
@@ -16,35 +15,36 @@ import multiprocessing
 import sys
 import time
 
-# name -> kernel build options; COMPILE_PASSES and TARGETS: variants that change the
-# compile passes or the tiling target instead.
+from eventkernel.cuda.tuning import KernelTuning
+
+# name -> kernel tuning; COMPILE_PASSES and TARGETS: variants that change the compile
+# passes or the tiling target instead. (The weight-ring variants are gone with the ring: it
+# was slower than the GEMV tasks with L2 look-ahead, bench/results/README.md.)
+DEFAULT = KernelTuning()
 VARIANTS = {
-    "baseline": (),                                   # GEMV tasks (tensor cores from 2 rows);
+    "baseline": DEFAULT,                              # GEMV tasks (tensor cores from 2 rows);
                                                       # L2 asked for the first 32 KB of the
                                                       # next task's weights
-    "fused-gate": (),                                 # silu_mul fused into down_proj
-    "waves-2": (),                                    # at most 2 linear tasks per worker
-    "waves-1": (),                                    # ... one (fewer, larger tasks)
-    "no-l2-prefetch": ("-DEK_LOOKAHEAD=0",),
-    "l2-16k": ("-DEK_L2_PREFETCH_BYTES=16384",),
-    "l2-64k": ("-DEK_L2_PREFETCH_BYTES=65536",),
-    "l2-2-tasks": ("-DEK_LOOKAHEAD=2",),
-    "l2-whole-tiles": ("-DEK_LOOKAHEAD=2", "-DEK_L2_PREFETCH_BYTES=0"),  # before session 5
-    "sleep-256": ("-DEK_WAIT_MAX_SLEEP_NS=256",),     # longer wait backoff
-    "gemv-batch-8": ("-DEK_GEMV_BATCH=8",),           # fewer weight loads in flight
-    "gemv-late": ("-DEK_GEMV_EARLY=0",),              # first weight batch after the wait
-    "no-mma-gemv": ("-DEK_MMA_GEMV_MIN_ROWS=0",),     # every GEMV on CUDA cores
-    "mma-gemv-4": ("-DEK_MMA_GEMV_MIN_ROWS=4",),      # 2-3 rows on CUDA cores
-    "mma-batch-8": ("-DEK_MMA_GEMV_BATCH=8",),        # tensor-core GEMV: 8 steps in flight
-    "mma-groups-1": ("-DEK_MMA_GEMV_GROUPS=1",),     # LinearTask above 16 rows (before
+    "fused-gate": DEFAULT,                            # silu_mul fused into down_proj
+    "waves-2": DEFAULT,                               # at most 2 linear tasks per worker
+    "waves-1": DEFAULT,                               # ... one (fewer, larger tasks)
+    "no-l2-prefetch": DEFAULT.replace(lookahead=0),
+    "l2-16k": DEFAULT.replace(l2_prefetch_bytes=16384),
+    "l2-64k": DEFAULT.replace(l2_prefetch_bytes=65536),
+    "l2-2-tasks": DEFAULT.replace(lookahead=2),
+    "l2-whole-tiles": DEFAULT.replace(lookahead=2, l2_prefetch_bytes=0),  # before session 5
+    "sleep-256": DEFAULT.replace(wait_max_sleep_ns=256),  # longer wait backoff
+    "gemv-batch-8": DEFAULT.replace(gemv_batch=8),    # fewer weight loads in flight
+    "gemv-late": DEFAULT.replace(gemv_early=False),   # first weight batch after the wait
+    "no-mma-gemv": DEFAULT.replace(mma_gemv_min_rows=0),  # every GEMV on CUDA cores
+    "mma-gemv-4": DEFAULT.replace(mma_gemv_min_rows=4),   # 2-3 rows on CUDA cores
+    "mma-batch-8": DEFAULT.replace(mma_gemv_batch=8),  # tensor-core GEMV: 8 steps in flight
+    "mma-groups-1": DEFAULT.replace(mma_gemv_groups=1),  # LinearTask above 16 rows (before
                                                       # session 8: the tensor-core GEMV
                                                       # runs up to 64 rows, 16 at a time)
-    "mma-early": ("-DEK_MMA_GEMV_BATCH=8", "-DEK_MMA_GEMV_EARLY=1"),  # + first batch before
-                                                      # the wait (session 6; spills)
-    "fence": ("-DEK_NOTIFY_FENCE=1",),                # a full fence before each notify
-    "weight-ring": ("-DEK_WEIGHT_RING",),             # the worker-wide shared-memory ring
-    "ring-2": ("-DEK_WEIGHT_RING", "-DEK_RING_STAGES=2"),
-    "ring-no-l2": ("-DEK_WEIGHT_RING", "-DEK_RING_NO_L2_PREFETCH"),
+    "mma-early": DEFAULT.replace(mma_gemv_batch=8, mma_gemv_groups=1,  # + first batch before
+                                 mma_gemv_early=True),  # the wait (session 6; spills)
+    "fence": DEFAULT.replace(notify_fence=True),      # a full fence before each notify
 }
 COMPILE_PASSES = {"fused-gate": {"fuse_silu_mul": True}}
 TARGETS = {"waves-2": {"waves": 2}, "waves-1": {"waves": 1}}
@@ -64,29 +64,9 @@ def _precompile(job: tuple[str, str, bool, int, int]) -> str:
 def _runner(name: str, trace: bool, tokens: int = 1, **kwargs):
     """The benchmark runner that builds variant ``name`` for ``tokens`` tokens per step."""
     from eventkernel.bench.megakernel import MegakernelRunner
-    return MegakernelRunner(tokens, CONTEXT, trace=trace, options=VARIANTS[name],
+    return MegakernelRunner(tokens, CONTEXT, trace=trace,
+                            tuning=VARIANTS[name],
                             passes=COMPILE_PASSES.get(name), target=TARGETS.get(name), **kwargs)
-
-
-def _print_ring_phases(step) -> None:
-    """Mean phases of the ring linear tasks per linear name (weight-ring trace builds)."""
-    raw = step.backend.trace_buffer.cpu().view(-1, 8).tolist()
-    grids = step.backend.compiled.program.grids
-    entries = [g for q in step.bucket.schedule.queues for g, _ in q]
-    agg: dict[str, list] = {}
-    for e, g in enumerate(entries):
-        if grids[g].task_type != "linear":
-            continue
-        wait0, run0, end, _, staged, chunks_done, chunk_wait, pump = raw[e]
-        if staged == 0:
-            continue
-        agg.setdefault(grids[g].name.split(":")[-1], []).append(
-            (staged - run0, chunks_done - staged, chunk_wait, pump, end - chunks_done))
-    heads = ("stage", "chunks", "c-wait", "pump", "tail")
-    print(f"  {'linear':<14}{'n':>6}" + "".join(f"{h:>8}" for h in heads) + " us")
-    for name, vals in sorted(agg.items()):
-        m = [sum(v[i] for v in vals) / len(vals) / 1e3 for i in range(5)]
-        print(f"  {name:<14}{len(vals):>6}" + "".join(f"{x:>8.2f}" for x in m))
 
 
 def main() -> None:
@@ -118,8 +98,6 @@ def main() -> None:
             lin = [r for r in step.backend.trace_records(step.bucket)
                    if r.task_type == "linear"]
             linear_us = sum(r.end_ns - r.start_ns for r in lin) / len(lin) / 1e3
-            if "-DEK_WEIGHT_RING" in VARIANTS[name]:
-                _print_ring_phases(step)
         rows.append((model, name, tokens, ms, linear_us))
         print(f"{model:<14}{name:<16}{tokens:>4}{ms:8.3f} ms", flush=True)
         runner.close()

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from eventkernel.build import BuildOptions, build
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.engine.kv_cache import BlockManager
 from eventkernel.engine.step import build_step
 
@@ -18,17 +19,17 @@ class MegakernelRunner:
     serves every (tokens, context) point from that one kernel."""
 
     def __init__(self, max_tokens: int, max_context: int, seed: int = 0,
-                 trace: bool = False, options: tuple[str, ...] = (),
+                 trace: bool = False, tuning: KernelTuning = KernelTuning(),
                  cold_compile: bool = True, passes: dict | None = None,
                  target: dict | None = None) -> None:
-        """``options``: kernel build options (``-D...``); ``passes``: keyword arguments of
+        """``tuning``: the kernel's tuning constants; ``passes``: keyword arguments of
         ``compile_model`` (e.g. ``{"fuse_silu_mul": True}``); ``target``: fields of the
         ``Target`` the program is cut for (e.g. ``{"waves": 2}``: fewer, larger tasks);
         ``cold_compile``: also time a kernel compile into an empty cache (the warm-up
         report's cold figure; costs one more compile per model, in a worker process, unless
         ``precompile()`` did it before)."""
         self.max_tokens, self.max_context, self.seed = max_tokens, max_context, seed
-        self.trace, self.options, self.cold_compile = trace, options, cold_compile
+        self.trace, self.tuning, self.cold_compile = trace, tuning, cold_compile
         self.passes, self.target = passes or {}, target or {}
         if set(self.passes) - {"fuse_silu_mul"}:
             raise ValueError(f"unknown compile passes {sorted(set(self.passes))}; "
@@ -81,7 +82,7 @@ class MegakernelRunner:
 
     def _params(self) -> dict:
         return {"max_tokens": self.max_tokens, "max_context": self.max_context,
-                "trace": self.trace, "options": self.options, "passes": self.passes,
+                "trace": self.trace, "tuning": self.tuning, "passes": self.passes,
                 "target": self.target}
 
     def backend(self, config: dict):
@@ -118,18 +119,17 @@ class MegakernelRunner:
                             max_seqs=self.max_tokens, max_context=self.max_context + 16,
                             dtype="bf16", num_workers=num_workers, target=self.target,
                             fuse_silu_mul=bool(self.passes.get("fuse_silu_mul", False)),
-                            kernel_options=self.options, trace=self.trace, seed=self.seed)
+                            tuning=self.tuning, trace=self.trace, seed=self.seed)
 
     def compile_kernel(self, program, cache_dir: str | None = None, refresh: bool = False):
         """Generate and compile the kernel of ``program`` (a task program) into the disk
         cache the backend will load from (no GPU needed), with this runner's trace flag and
-        build options; ``refresh``: compile even when it is cached. Returns the
+        tuning; ``refresh``: compile even when it is cached. Returns the
         CompiledKernel."""
         from eventkernel.cuda.codegen import generate
         from eventkernel.cuda.compile import compile_cuda
-        source = generate(program, trace=self.trace).source
-        return compile_cuda(source, options=self.options, cache_dir=cache_dir, name="ek_step",
-                            refresh=refresh)
+        source = generate(program, trace=self.trace, tuning=self.tuning).source
+        return compile_cuda(source, cache_dir=cache_dir, name="ek_step", refresh=refresh)
 
     def _cold_kernel_compile(self, program, cache_dir: str | None = None) -> dict[str, float]:
         """Generate + compile the kernel as a first run would, then store it in the cache:
@@ -178,7 +178,7 @@ def _empty_user_dirs() -> None:
 def _precompile_job(job) -> dict[str, float]:
     params, config, num_workers, cache_dir = job
     runner = MegakernelRunner(params["max_tokens"], params["max_context"],
-                              trace=params["trace"], options=params["options"],
+                              trace=params["trace"], tuning=params["tuning"],
                               passes=params["passes"], target=params["target"])
     # The events are not needed for the kernel's source: the bench process derives them.
     return runner._cold_kernel_compile(runner.program(config, num_workers), cache_dir)

@@ -17,13 +17,15 @@ from eventkernel.cpu.backend import TORCH_DTYPES, StepResult
 from eventkernel.cuda.codegen import POINTER_TABLE, KernelSource, generate
 from eventkernel.cuda.compile import compile_cuda
 from eventkernel.cuda.launch import LoadedModule, require_hopper
-from eventkernel.cuda.wire import BUCKET, ENTRY_EVENTS, RUNTIME, TASK_DESC
+from eventkernel.cuda.records import TaskRecord
+from eventkernel.cuda.tuning import KernelTuning
+from eventkernel.cuda.wire import (BUCKET, DEBUG_STATE, ENTRY_EVENTS, RUNTIME, STEP_SHAPE,
+                                   TASK_DESC, THREADS, TRACE_RECORD)
 from eventkernel.engine.step import StepInputs
 from eventkernel.events.bind import BoundEvents
 from eventkernel.ir.graph import DType, TensorKind
 from eventkernel.schedule.static import StaticSchedule
 
-THREADS = 256
 STEP_INPUTS = ("tokens", "positions", "query_start", "context_lens", "block_table",
                "slot_mapping", "logits_indices")
 
@@ -83,13 +85,17 @@ class _Bucket:
 
 
 class CudaBackend:
-    """Runs a compiled program as one persistent kernel per step on a Hopper GPU."""
+    """Runs a compiled program as one persistent kernel per step on a Hopper GPU.
+
+    Build modes: ``debug`` (bounded event waits: a stuck step raises KernelStuck) and
+    ``trace`` (per-task timestamps, :meth:`trace_records`); ``tuning``: the kernel's tuning
+    constants (default: the measured best)."""
 
     name = "cuda"
 
     def __init__(self, compiled: Compiled, weights: dict[str, torch.Tensor], *,
                  debug: bool = False, trace: bool = False, device: int | None = None,
-                 cache_dir: str | None = None, options: tuple[str, ...] = (),
+                 cache_dir: str | None = None, tuning: KernelTuning = KernelTuning(),
                  kernel_dir: str | None = None) -> None:
         if compiled.limits.dtype is not DType.BF16:
             raise ValueError("the CUDA backend runs bf16 programs: compile with dtype bf16")
@@ -99,15 +105,17 @@ class CudaBackend:
         self.compiled = compiled
         self.debug = debug
         self.trace = trace
+        self.tuning = tuning
         self.num_workers = info.sm_count
         start = time.perf_counter()
-        self.kernel_source: KernelSource = generate(compiled.program, trace=trace)
+        self.kernel_source: KernelSource = generate(compiled.program, trace=trace,
+                                                    tuning=tuning)
         if kernel_dir is not None:       # ahead of time: `eventkernel compile`
             from eventkernel.cuda.aot import load_kernel
             cubin = load_kernel(kernel_dir, self.kernel_source)
         else:
-            cubin = compile_cuda(self.kernel_source.source, debug=debug, options=options,
-                                 cache_dir=cache_dir, name="ek_step").cubin
+            cubin = compile_cuda(self.kernel_source.source, debug=debug, cache_dir=cache_dir,
+                                 name="ek_step").cubin
         self.compile_s = time.perf_counter() - start
         self.module = LoadedModule(cubin)
         self.smem = self._smem_bytes()
@@ -142,19 +150,18 @@ class CudaBackend:
         self.counters = torch.zeros(2 * max(1, num_counters), dtype=torch.int32,
                                     device=self.device)
         self.step_state = torch.zeros(2, dtype=torch.int32, device=self.device)
-        self.debug_state = torch.zeros(8, dtype=torch.int32, device=self.device)
+        self.debug_state = torch.zeros(DEBUG_STATE.dtype.itemsize, dtype=torch.uint8,
+                                       device=self.device)
         max_tasks = sum(len(c) for c in self.compiled.plan.space.coords)
-        self.trace_buffer = torch.zeros(8 * max_tasks if self.trace else 1, dtype=torch.int64,
-                                        device=self.device)
-        # StepShape (step.cuh): two ints, then the input pointers.
-        self.shape_host = torch.zeros(72, dtype=torch.uint8).pin_memory()
-        self.shape_dev = torch.zeros(72, dtype=torch.uint8, device=self.device)
-        words = self.shape_host.view(torch.int64)
-        for offset, name in ((8, "tokens"), (16, "positions"), (24, "query_start"),
-                             (32, "context_lens"), (40, "block_table"), (56, "slot_mapping"),
-                             (64, "logits_indices")):
-            words[offset // 8] = self.buffers[name].data_ptr()
-        self.shape_host.view(torch.int32)[12] = self.compiled.limits.pages_per_seq
+        trace_bytes = TRACE_RECORD.dtype.itemsize * (max_tasks if self.trace else 1)
+        self.trace_buffer = torch.zeros(trace_bytes, dtype=torch.uint8, device=self.device)
+        # StepShape (wire.py): the input pointers are fixed; prepare() writes the counts.
+        self.shape_image = STEP_SHAPE.pack([{
+            "num_tokens": 0, "num_seqs": 0,
+            "max_pages_per_seq": self.compiled.limits.pages_per_seq,
+            **{name: self.buffers[name].data_ptr() for name in STEP_INPUTS}}])
+        self.shape_host = torch.from_numpy(self.shape_image.view(np.uint8)).pin_memory()
+        self.shape_dev = torch.zeros_like(self.shape_host, device=self.device)
         record = {"counters": self.counters.data_ptr(), "max_counters": max(1, num_counters),
                   "pad0": 0, "step": self.step_state.data_ptr(),
                   "debug": self.debug_state.data_ptr() if self.debug else 0,
@@ -182,8 +189,8 @@ class CudaBackend:
         inputs.write(self.inputs_host)
         for name in STEP_INPUTS:
             self.buffers[name].copy_(self.inputs_host[name], non_blocking=True)
-        ints = self.shape_host.view(torch.int32)
-        ints[0], ints[1] = inputs.num_tokens, inputs.num_seqs
+        shape = self.shape_host.numpy().view(STEP_SHAPE.dtype)
+        shape["num_tokens"], shape["num_seqs"] = inputs.num_tokens, inputs.num_seqs
         self.shape_dev.copy_(self.shape_host, non_blocking=True)
         return bucket
 
@@ -196,19 +203,18 @@ class CudaBackend:
         return StepResult(self.buffers["logits"][:s].float().cpu(),
                           self.buffers["next_tokens"][:s].cpu())
 
-    def trace_records(self, bucket: _Bucket) -> list:
+    def trace_records(self, bucket: _Bucket) -> list[TaskRecord]:
         """The last launch's tasks as timeline records (instrumented build only)."""
-        from eventkernel.bench.trace import TaskRecord
         if not self.trace:
             raise RuntimeError("this backend was built without trace=True")
-        raw = self.trace_buffer.cpu().view(-1, 8).tolist()
+        raw = self.trace_buffer.cpu().numpy().view(TRACE_RECORD.dtype)
         grids = self.compiled.program.grids
         coords = self.compiled.plan.space.coords
         records = []
         entries = [(g, t) for q in bucket.schedule.queues for g, t in q]
-        origin = min(r[0] for r in raw[:len(entries)])
+        origin = int(raw["wait_start"][:len(entries)].min())
         for e, (g, t) in enumerate(entries):
-            wait0, run0, end, sm = raw[e][:4]
+            wait0, run0, end, sm = (int(v) for v in raw[e])
             c = tuple(int(v) for v in coords[g][t])
             cost = grids[g].cost(c, bucket.schedule.bound.binding)
             records.append(TaskRecord(int(sm), grids[g].task_type, c, run0 - origin,
@@ -217,10 +223,11 @@ class CudaBackend:
         return records
 
     def check_debug(self, bucket: _Bucket) -> None:
-        state = self.debug_state.cpu().tolist()
-        if not state[0]:
+        state = self.debug_state.cpu().numpy().view(DEBUG_STATE.dtype)[0]
+        if not state["abort"]:
             return
-        _, worker, entry, counter, observed, target = state[:6]
+        worker, entry, counter, observed, target = (
+            int(state[f]) for f in ("worker", "task", "event", "observed", "target"))
         grids = self.compiled.program.grids
         schedule = bucket.schedule
         flat = [(g, t) for q in schedule.queues for g, t in q]

@@ -8,6 +8,11 @@ Two compilers, one result type:
 - ``compile_with_nvcc``: the ``nvcc`` command line, which also gives ptxas' resource report
   (registers, spills, stack frame) per kernel. Tests and tuning use it.
 
+What a build is made of is all in its source: the tuning constants
+(:class:`~eventkernel.cuda.tuning.KernelTuning`, declared by a generated source, added by
+the compilers to one that declares none) and the trace mode; the compilers add only the
+debug mode (``EK_DEBUG``). No other ``-D`` option exists.
+
 Needs (runtime pin for the lead): ``cuda-bindings>=13.0`` and an NVRTC 13 runtime
 (``nvidia-cuda-nvrtc`` 13.x wheel, or a CUDA 13 toolkit). The templates include no CUDA
 toolkit header, so NVRTC needs no toolkit include directory.
@@ -25,6 +30,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from eventkernel.cuda.tuning import KernelTuning, with_tuning
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "eventkernel"
@@ -75,7 +82,7 @@ def compile_cuda(
     source: str,
     *,
     arch: str = "sm_90a",
-    options: tuple[str, ...] | list[str] = (),
+    tuning: KernelTuning | None = None,
     debug: bool = False,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
@@ -85,13 +92,16 @@ def compile_cuda(
     """Compile ``source`` with NVRTC to a cubin for ``arch``.
 
     The package's include directory is on the include path (``#include "eventkernel.cuh"``).
+    ``tuning``: the tuning constants declared ahead of a source that declares none (default:
+    the defaults); a generated source declares its own (``generate(..., tuning=)``).
     ``debug`` defines ``EK_DEBUG`` (bounded event waits) and adds line info. Results are
     cached under ``cache_dir`` (default ``~/.cache/eventkernel``); ``cache_hit`` says
     whether this call compiled. ``refresh``: compile even when cached (a cold compile's
     time), then store the result.
     """
     nvrtc = _import_nvrtc()
-    full_options = _nvrtc_options(arch, options, debug)
+    source = with_tuning(source, tuning)
+    full_options = _nvrtc_options(arch, debug)
     version = _nvrtc_version(nvrtc)
     key = _cache_key("nvrtc", source, full_options, arch, version)
     cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
@@ -139,11 +149,10 @@ def _import_nvrtc():
     return nvrtc
 
 
-def _nvrtc_options(arch: str, options, debug: bool) -> list[str]:
+def _nvrtc_options(arch: str, debug: bool) -> list[str]:
     full = [f"--gpu-architecture={arch}", "-std=c++17", f"-I{INCLUDE_DIR}"]
     if debug:
         full += ["-DEK_DEBUG", "-lineinfo"]
-    full += list(options)
     return full
 
 
@@ -221,15 +230,17 @@ def compile_with_nvcc(
     source: str,
     *,
     arch: str = "sm_90a",
-    options: tuple[str, ...] | list[str] = (),
+    tuning: KernelTuning | None = None,
     debug: bool = False,
     name: str = "ek",
     nvcc: str | os.PathLike | None = None,
     timeout_s: float = 600.0,
 ) -> CompiledKernel:
     """Compile ``source`` with nvcc to a cubin and parse ptxas' resource report
-    (``-Xptxas -v``) into ``resources`` (one entry per kernel). Not cached."""
+    (``-Xptxas -v``) into ``resources`` (one entry per kernel). Not cached. ``tuning`` and
+    ``debug`` as for :func:`compile_cuda`."""
     nvcc_path = find_nvcc(nvcc)
+    source = with_tuning(source, tuning)
     virtual = arch.replace("sm_", "compute_")
     with tempfile.TemporaryDirectory(prefix="ek-nvcc-") as tmp:
         src = Path(tmp) / f"{name}.cu"
@@ -241,7 +252,6 @@ def compile_with_nvcc(
         ]
         if debug:
             command[1:1] = ["-DEK_DEBUG", "-lineinfo"]
-        command[1:1] = list(options)
         start = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         seconds = time.perf_counter() - start

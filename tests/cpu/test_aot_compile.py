@@ -46,23 +46,3 @@ def test_ptxas_report_parsing_sees_spills():
            "ptxas info    : Used 255 registers, used 1 barriers, 128 bytes smem\n")
     usage = parse_ptxas_report(log)["ek_step"]
     assert (usage.spill_stores, usage.spill_loads, usage.registers) == (24, 24, 255)
-
-
-@pytest.mark.parametrize("model", ["tiny-qwen3", "qwen3-8b"])
-def test_weight_ring_build_compiles_without_spills(model):
-    """The -DEK_WEIGHT_RING build: no spills (its stack frame is the non-inlined pump's)."""
-    from eventkernel.compiler import compile_model
-    from eventkernel.cuda.codegen import generate
-    from eventkernel.cuda.compile import compile_with_nvcc
-    from eventkernel.ir.graph import DType
-    from eventkernel.lower import Target
-    from eventkernel.models.config import Limits, ModelConfig
-    from eventkernel.models.presets import preset_config
-    config = ModelConfig.from_hf(preset_config(model))
-    compiled = compile_model(config, Limits(max_tokens=16, max_seqs=8, max_context=1024,
-                                            dtype=DType.BF16), Target(num_workers=132))
-    source = generate(compiled.program).source
-    assert "#ifdef EK_WEIGHT_RING" in source
-    usage = compile_with_nvcc(source, name=KERNEL, options=("-DEK_WEIGHT_RING",)).resources[KERNEL]
-    assert usage.spill_stores == 0 and usage.spill_loads == 0, usage
-    assert usage.registers <= 255, usage

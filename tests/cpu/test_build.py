@@ -62,7 +62,7 @@ def test_the_bench_runner_builds_what_build_builds():
 @pytest.mark.parametrize("kwargs, message", [
     ({"target": {"bogus": 1}}, "unknown or reserved"),
     ({"target": {"num_workers": 3}}, "unknown or reserved"),
-    ({"kernel_options": (1,)}, "kernel_options must be strings"),
+    ({"tuning": ("-DX",)}, "tuning must be a KernelTuning"),
     ({"trace": 1}, "trace must be true or false"),
     ({"page_size": 0}, "page_size must be a positive integer"),
 ])

@@ -6,6 +6,7 @@ import torch
 
 from eventkernel.compiler import compile_model
 from eventkernel.cpu.backend import CpuBackend
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.engine.engine import Engine
 from eventkernel.engine.kv_cache import BlockManager
 from eventkernel.engine.sampling import SamplingParams
@@ -33,22 +34,22 @@ def _hf_model(config: ModelConfig, checkpoint):
     return transformers_model(config, checkpoint, torch.bfloat16, "cuda")
 
 
-# (family, build options): the default GEMV build and the weight-ring build.
-BUILDS = [("llama", ()), ("qwen3", ()), ("llama", ("-DEK_WEIGHT_RING",)),
-          ("qwen3", ("-DEK_WEIGHT_RING",))]
+# (family, tuning): the default build, and the CUDA-core GEMV alone (no tensor-core GEMV:
+# LinearTask takes every step of more than 16 rows).
+BUILDS = [("llama", KernelTuning()), ("qwen3", KernelTuning()),
+          ("qwen3", KernelTuning(mma_gemv_min_rows=0))]
 
 
-@pytest.fixture(scope="module", params=BUILDS,
-                ids=["llama", "qwen3", "llama-ring", "qwen3-ring"])
+@pytest.fixture(scope="module", params=BUILDS, ids=["llama", "qwen3", "qwen3-no-mma-gemv"])
 def tiny_pair(request):
     from eventkernel.cuda.backend import CudaBackend
-    family, options = request.param
+    family, tuning = request.param
     config = ModelConfig.from_hf(tiny_config(family))
     limits = Limits(max_tokens=64, max_seqs=8, max_context=256, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
     checkpoint = random_checkpoint(config, seed=1)
     weights = graph_weights(compiled.graph, checkpoint)
-    return (compiled, CudaBackend(compiled, weights, debug=True, options=options),
+    return (compiled, CudaBackend(compiled, weights, debug=True, tuning=tuning),
             CpuBackend(compiled, weights))
 
 

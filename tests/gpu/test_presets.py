@@ -9,8 +9,8 @@ Qwen3-8B, transformers bf16 vs fp32 4.8e-2, megakernel bf16 vs fp32 4.5e-2). So 
 megakernel and transformers in bf16 are compared with transformers in fp32, and the
 megakernel's relative L2 error may be at most 1.5x transformers-bf16's own, plus 1e-3.
 
-EK_TEST_KERNEL_OPTIONS (space-separated ``-D...`` flags) builds the kernel with opt-in
-options, e.g. ``-DEK_MMA_GEMV_MIN_ROWS=0`` to check the CUDA-core GEMV at depth;
+EK_TEST_TUNING (space-separated ``field=value`` of KernelTuning) builds the kernel with
+opt-in tuning, e.g. ``mma_gemv_min_rows=0`` to check the CUDA-core GEMV at depth;
 EK_TEST_BATCHES (comma-separated) replaces the tokens per step, e.g. ``64`` (the kernel is
 compiled for the largest).
 """
@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from eventkernel.compiler import compile_model
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.engine.engine import Engine
 from eventkernel.engine.sampling import SamplingParams
 from eventkernel.ir.graph import DType
@@ -49,8 +50,8 @@ def preset(request):
     top = max(16, *BATCHES)
     limits = Limits(max_tokens=top, max_seqs=top, max_context=512, dtype=DType.BF16)
     compiled = compile_model(config, limits, Target(num_workers=132))
-    options = tuple(os.environ.get("EK_TEST_KERNEL_OPTIONS", "").split())
-    backend = CudaBackend(compiled, graph_weights(compiled.graph, state), options=options)
+    tuning = KernelTuning.parse(os.environ.get("EK_TEST_TUNING", ""))
+    backend = CudaBackend(compiled, graph_weights(compiled.graph, state), tuning=tuning)
     del state
     # NOTE: converted in place, one tensor at a time: a second fp32 state dict of an 8B
     # model would not fit next to the bf16 copies on an 80 GB card.

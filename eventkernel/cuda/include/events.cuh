@@ -3,35 +3,18 @@
  * @brief Event counters between tasks: ek_wait (acquire spin with backoff, bounded in
  *        debug builds) and ek_notify (barrier, release add).
  *
- * Debug builds (-DEK_DEBUG): a wait that spins more than EK_WAIT_MAX_SPINS times records
- * {worker, task, event, observed, target} in the DebugState, raises its abort flag and
- * returns false; every other wait then returns false too, so all workers leave the kernel
- * and the host can raise a clear error instead of hanging the GPU.
+ * Debug builds (EK_DEBUG, compile_cuda(debug=True)): a wait that spins more than
+ * tuning::kWaitMaxSpins times records {worker, task, event, observed, target} in the
+ * DebugState (wire.cuh), raises its abort flag and returns false; every other wait then
+ * returns false too, so all workers leave the kernel and the host can raise a clear error
+ * instead of hanging the GPU. Polls back off up to tuning::kWaitMaxSleepNs (polls are L2
+ * round trips already; longer sleeps add latency).
  */
 #pragma once
 
-#ifndef EK_WAIT_MAX_SPINS
-#define EK_WAIT_MAX_SPINS (1 << 22)  // polls of an L2 round trip plus the backoff: seconds
-#endif
-#ifndef EK_NOTIFY_FENCE
-#define EK_NOTIFY_FENCE 0  // 1: a full GPU fence before each notify (not needed; see ek_release_add)
-#endif
-#ifndef EK_WAIT_MAX_SLEEP_NS
-#define EK_WAIT_MAX_SLEEP_NS 64  // polls are L2 round trips already; longer sleeps add latency
-#endif
+#include "common/config.cuh"
 
 namespace ek {
-
-/// Written by the first wait that timed out (debug builds). Host layout: 8 x int32.
-struct DebugState {
-    int abort;     ///< nonzero once a wait timed out; all workers stop
-    int worker;    ///< blockIdx.x of the worker that timed out
-    int task;      ///< task index passed to ek_wait
-    int event;     ///< event index passed to ek_wait
-    int observed;  ///< counter value seen last
-    int target;    ///< value it waited for
-    int reserved[2];
-};
 
 __device__ __forceinline__ int ld_acquire_gpu(const int* p) {
     int v;
@@ -48,11 +31,9 @@ __device__ __forceinline__ void red_release_gpu_add(int* p, int v) {
 /// every thread's earlier stores with thread 0, and a release is cumulative over what
 /// precedes it in causality order, so a worker whose acquire load sees the add (then
 /// shares it with a barrier) sees every store of the task. A full fence.sc before it cost
-/// 6-9 % of a decode step on an H200 (EK_NOTIFY_FENCE=1 puts it back).
+/// 6-9 % of a decode step on an H200 (KernelTuning(notify_fence=True) puts it back).
 __device__ __forceinline__ void ek_release_add(int* p, int v) {
-#if EK_NOTIFY_FENCE
-    __threadfence();
-#endif
+    if constexpr (tuning::kNotifyFence) __threadfence();
     red_release_gpu_add(p, v);
 }
 
@@ -67,7 +48,7 @@ __device__ __forceinline__ bool ek_wait_should_stop(DebugState* dbg, long long& 
                                                     int task_index, int event_index,
                                                     int observed, int target) {
     if ((spins & 31) == 0 && ek_aborted(dbg)) return true;
-    if (++spins <= EK_WAIT_MAX_SPINS) return false;
+    if (++spins <= tuning::kWaitMaxSpins) return false;
     if (atomicCAS(&dbg->abort, 0, 1) == 0) {
         dbg->worker = blockIdx.x;
         dbg->task = task_index;
@@ -79,7 +60,7 @@ __device__ __forceinline__ bool ek_wait_should_stop(DebugState* dbg, long long& 
     return true;
 }
 
-/// The spin of ek_wait and ek_wait_warp: `kLanes` threads (1: thread 0; 32: warp 0) spin,
+/// The spin of ek_wait: `kLanes` threads (1: thread 0; 32: warp 0) spin,
 /// lane 0 polling and deciding, all of them calling `idle()` between polls; the result is
 /// broadcast with a CTA barrier.
 template <int kLanes, unsigned kMaxSleepNs, class Idle>
@@ -138,17 +119,8 @@ struct NoIdleWork {
 __device__ __forceinline__ bool ek_wait(const int* counter, int target, DebugState* dbg,
                                         int task_index = -1, int event_index = -1) {
     NoIdleWork idle;
-    return ek_wait_spin<1, EK_WAIT_MAX_SLEEP_NS>(counter, target, dbg, task_index,
+    return ek_wait_spin<1, tuning::kWaitMaxSleepNs>(counter, target, dbg, task_index,
                                                  event_index, idle);
-}
-
-/// ek_wait for a worker with a weight ring: warp 0 spins (lane 0 polls) and the whole warp
-/// runs `idle()` between polls, where the ring's producer issues its copies.
-template <class Idle>
-__device__ __forceinline__ bool ek_wait_warp(const int* counter, int target, DebugState* dbg,
-                                             int task_index, int event_index, Idle&& idle) {
-    return ek_wait_spin<32, EK_WAIT_MAX_SLEEP_NS>(counter, target, dbg, task_index, event_index,
-                                                  idle);
 }
 
 /// Called by all threads of the CTA after the task's stores: a CTA barrier, then thread 0

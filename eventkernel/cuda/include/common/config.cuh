@@ -1,18 +1,17 @@
 /**
  * @file config.cuh
- * @brief CTA shape every task assumes (256 threads = 8 warps), the token-row tile, and
- *        small integer helpers.
+ * @brief CTA shape every task assumes (kThreads = 256 threads = 8 warps and the token-row
+ *        tile kRowTile, both declared in wire.cuh from eventkernel/cuda/wire.py), and small
+ *        integer helpers.
  */
 #pragma once
 
+#include "../wire.cuh"
+
 namespace ek {
 
-/// Threads per worker CTA. Every task's prefetch()/run() is called by all of them.
-constexpr int kThreads = 256;
 /// Warps per worker CTA.
 constexpr int kWarps = kThreads / 32;
-/// Token rows per row tile ("row tile r" = rows [r*kRowTile, min(T, r*kRowTile + kRowTile))).
-constexpr int kRowTile = 64;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int cmin(int a, int b) { return a < b ? a : b; }

@@ -17,15 +17,10 @@
 #include "../step.cuh"
 #include "linear.cuh"
 
-#ifndef EK_GEMV_EARLY
-#define EK_GEMV_EARLY 1  // 0: the first weight batch waits for the events and the staging
-#endif
-#ifndef EK_GEMV_BATCH
-#define EK_GEMV_BATCH 16  // 16-byte weight loads each lane keeps in flight
-#endif
-#ifndef EK_L2_PREFETCH_BYTES
-#define EK_L2_PREFETCH_BYTES 32768  // bytes of a tile the look-ahead asks L2 for (0: all)
-#endif
+// Tuning (eventkernel.cuda.tuning): tuning::kGemvEarly (false: the first weight batch
+// waits for the events and the staging), tuning::kGemvBatch (16-byte weight loads each lane
+// keeps in flight), tuning::kL2PrefetchBytes (bytes of a tile the look-ahead asks L2 for;
+// 0: all).
 
 namespace ek {
 
@@ -61,13 +56,13 @@ struct GemvTask {
     /// the row loops up to it are compiled (less code, fewer registers for the kernel).
     static constexpr int kRunRows = cmin(kMaxRows, kRowLimit);
 
-    /// 16-byte loads per lane for one output feature; a lane holds at most EK_GEMV_BATCH.
+    /// 16-byte loads per lane for one output feature; a lane holds at most tuning::kGemvBatch.
     static constexpr int kIters = (K + 255) / 256;
-    static constexpr int kLoads = kIters < EK_GEMV_BATCH ? kIters : EK_GEMV_BATCH;
+    static constexpr int kLoads = kIters < tuning::kGemvBatch ? kIters : tuning::kGemvBatch;
     /// Output features one warp reads per pass: short rows share the batch, so a small
     /// tile's weights are in flight all at once. At most 2: the accumulators are
     /// kCols x rows registers (3 or more spill in the SmolLM2 kernel, K = 576).
-    static constexpr int kCols = cmax(1, cmin(cmin(EK_GEMV_BATCH / kIters, TN / kWarps), 2));
+    static constexpr int kCols = cmax(1, cmin(cmin(tuning::kGemvBatch / kIters, TN / kWarps), 2));
     static constexpr int kBatch = kCols * kLoads;  // weight registers per lane
     static constexpr int kPassN = kWarps * kCols;  // output features per pass of the CTA
 
@@ -84,7 +79,7 @@ struct GemvTask {
     }
 
     /// One thread asks the copy engine to bring the start of the task's weight tile into L2
-    /// (EK_L2_PREFETCH_BYTES), so that the first loads after the previous task's barrier hit
+    /// (tuning::kL2PrefetchBytes), so that the first loads after the previous task's barrier hit
     /// L2. Whole tiles overflowed L2: two 512 KB tiles ahead on 132 SMs made a Qwen3-8B
     /// step read 19.4 GB from DRAM instead of 15.2 (ncu, H200).
     __device__ static void l2_prefetch(const Args& args, int, int c1, int) {
@@ -92,7 +87,8 @@ struct GemvTask {
         const int valid_n = cmin(TN, args.n - n0);
         if (valid_n <= 0) return;
         unsigned bytes = static_cast<unsigned>(valid_n) * K * 2u;
-        if (EK_L2_PREFETCH_BYTES > 0 && bytes > EK_L2_PREFETCH_BYTES) bytes = EK_L2_PREFETCH_BYTES;
+        constexpr unsigned kMaxBytes = tuning::kL2PrefetchBytes;
+        if (kMaxBytes > 0 && bytes > kMaxBytes) bytes = kMaxBytes;
         l2_prefetch_bulk(args.weight + static_cast<long long>(n0) * K, bytes);
     }
 
@@ -117,7 +113,7 @@ struct GemvTask {
         if (!active || rows.count == 0 || valid_n <= 0) return wait();
         const Staging st = begin_staging(args, smem);
         uint4 wv[kBatch];
-        if (EK_GEMV_EARLY) load_batch(args, n0, valid_n, 0, 0, wv);
+        if (tuning::kGemvEarly) load_batch(args, n0, valid_n, 0, 0, wv);
         if (!wait()) return abandon_staging();
         stage(args, rows, st);
         const bf16* xs = st.xs;
@@ -281,7 +277,8 @@ struct GemvTask {
                 for (int r = 0; r < R; ++r) acc[c][r] = 0.f;
 #pragma unroll 1
             for (int base = 0; base < kIters; base += kLoads) {
-                if (pass > 0 || base > 0 || !EK_GEMV_EARLY) load_batch(args, n0, valid_n, pass, base, wv);
+                if (pass > 0 || base > 0 || !tuning::kGemvEarly)
+                    load_batch(args, n0, valid_n, pass, base, wv);
 #pragma unroll
                 for (int u = 0; u < kLoads; ++u) {
                     const int k = (base + u) * 256 + lane * 8;

@@ -1,8 +1,8 @@
 /**
  * @file gemv_mma.cuh
  * @brief GemvMmaTask: the decode linear on tensor cores, for steps of a few token rows.
- *        Steps of EK_MMA_GEMV_MIN_ROWS (default 2) to EK_MMA_GEMV_GROUPS x kMaxRows rows
- *        come here; 0 keeps it out of the kernel. Weights go from global memory straight
+ *        Steps of tuning::kMmaGemvMinRows (default 2) to tuning::kMmaGemvGroups x kMaxRows
+ *        rows come here; 0 keeps it out of the kernel. Weights go from global memory straight
  *        into registers with 16-byte loads, as in GemvTask, and feed mma.sync m16n8k16 as the A
  *        operand; the activations, staged in shared memory by GemvTask's staging (fused
  *        RMSNorm or gating), are the B operand, 8 tokens per n-tile. GemvTask spends a
@@ -43,25 +43,15 @@
 #include "../step.cuh"
 #include "gemv.cuh"
 
-#ifndef EK_MMA_GEMV_MIN_ROWS
-#define EK_MMA_GEMV_MIN_ROWS 2  // 0: off; N: steps of N..kMaxRows rows take GemvMmaTask
-#endif
-#ifndef EK_MMA_GEMV_BATCH
-#define EK_MMA_GEMV_BATCH 4  // 32-column steps in flight per warp (two 16-byte loads each)
-#endif
+// Tuning (eventkernel.cuda.tuning): tuning::kMmaGemvMinRows (0: off; N: steps of N..
+// rows take GemvMmaTask), tuning::kMmaGemvBatch (32-column steps in flight per warp, two
+// 16-byte loads each), tuning::kMmaGemvGroups (N: steps of up to N x kMaxRows rows,
+// kMaxRows at a time, the weights from L2 after the first group; 1: LinearTask takes the
+// steps of more than kMaxRows rows), tuning::kMmaGemvEarly (the first weight batch flies
+// during the event wait; spills).
 
-#ifndef EK_MMA_GEMV_GROUPS
-#define EK_MMA_GEMV_GROUPS 4  // N: steps of up to N x kMaxRows rows, kMaxRows at a time (the
-                              // weights come from L2 after the first group); 1: LinearTask
-                              // takes the steps of more than kMaxRows rows
-#endif
-
-#ifndef EK_MMA_GEMV_EARLY
-#define EK_MMA_GEMV_EARLY 0  // 1: the first weight batch flies during the event wait (spills)
-#endif
-
-static_assert(!(EK_MMA_GEMV_EARLY && EK_MMA_GEMV_GROUPS > 1),
-              "EK_MMA_GEMV_EARLY loads one group's first batch: use it with one group");
+static_assert(!(ek::tuning::kMmaGemvEarly && ek::tuning::kMmaGemvGroups > 1),
+              "tuning::kMmaGemvEarly loads one group's first batch: use it with one group");
 
 namespace ek {
 
@@ -84,15 +74,15 @@ struct GemvMmaTask {
     static constexpr int kSteps = K / 32;       // 32-column steps along K
     /// Steps whose loads fly together (no more than a warp's K range has: small K, fewer
     /// registers).
-    static constexpr int kBatch = cmin(EK_MMA_GEMV_BATCH, (kSteps + kSplit - 1) / kSplit);
+    static constexpr int kBatch = cmin(tuning::kMmaGemvBatch, (kSteps + kSplit - 1) / kSplit);
     /// GemvTask's layout; the split partials reuse the staged rows' space at the end.
     static constexpr int kSmemBytes = Gemv::kSmemBytes;
     static constexpr bool kWaitsInRun = true;
 
     __device__ static bool handles(const StepShape& shape) {
         const int rows = num_rows(shape, kRows);
-        return kSupported && EK_MMA_GEMV_MIN_ROWS > 0 && rows >= EK_MMA_GEMV_MIN_ROWS &&
-               rows <= kMaxRows * EK_MMA_GEMV_GROUPS;
+        return kSupported && tuning::kMmaGemvMinRows > 0 && rows >= tuning::kMmaGemvMinRows &&
+               rows <= kMaxRows * tuning::kMmaGemvGroups;
     }
 
     __device__ static bool active(const StepShape& shape, int c0, int, int) {
@@ -129,7 +119,7 @@ struct GemvMmaTask {
             const int s0 = split * kSteps / kSplit;
             const int s1 = (split + 1) * kSteps / kSplit;
             uint4 wv[2 * kBatch];
-            if (EK_MMA_GEMV_EARLY && first_tile < kRowTiles)
+            if (tuning::kMmaGemvEarly && first_tile < kRowTiles)
                 load_batch(args, n0, valid_n, first_tile, s0, s1, wv);
             if (!wait()) return Gemv::abandon_staging();
 #pragma unroll 1
@@ -187,7 +177,7 @@ struct GemvMmaTask {
 #pragma unroll 1
             for (int tile = first_tile; tile < kRowTiles; tile += kWarps) {
                 accumulate<NT>(args, rows, n0, valid_n, tile, s0, s1, xs,
-                               !EK_MMA_GEMV_EARLY || tile != first_tile, wv,
+                               !tuning::kMmaGemvEarly || tile != first_tile, wv,
                                acc);
                 // acc[nt][e] = C[row g (+8 for e >= 2)][token nt * 8 + 2t + (e & 1)]
 #pragma unroll
@@ -198,7 +188,7 @@ struct GemvMmaTask {
                               nt * 8 + 2 * t + (e & 1), acc[nt][e]);
             }
         } else {
-            accumulate<NT>(args, rows, n0, valid_n, first_tile, s0, s1, xs, !EK_MMA_GEMV_EARLY,
+            accumulate<NT>(args, rows, n0, valid_n, first_tile, s0, s1, xs, !tuning::kMmaGemvEarly,
                            wv, acc);
             // The partials [warp][16 rows][16 tokens] replace the staged rows (direct mode:
             // none; the staging's space).
@@ -288,14 +278,14 @@ struct GemvMmaTask {
 };
 
 /// The megakernel's CUDA-core GEMV: only the rows GemvMmaTask leaves to it (fewer than
-/// EK_MMA_GEMV_MIN_ROWS where it takes the shape; all of them elsewhere).
+/// tuning::kMmaGemvMinRows where it takes the shape; all of them elsewhere).
 template <int K, int TN, typename OutT, bool kFuseNorm, bool kResidual,
           RowSet kRows = RowSet::kTokens, bool kGated = false>
 using DecodeGemvTask = GemvTask<
     K, TN, OutT, kFuseNorm, kResidual, kRows, kGated,
     (GemvMmaTask<K, TN, OutT, kFuseNorm, kResidual, kRows, kGated>::kSupported &&
-     EK_MMA_GEMV_MIN_ROWS > 0)
-        ? EK_MMA_GEMV_MIN_ROWS - 1
+     tuning::kMmaGemvMinRows > 0)
+        ? tuning::kMmaGemvMinRows - 1
         : 16>;
 
 }  // namespace ek

@@ -14,7 +14,6 @@
 #include "linear.cuh"
 #include "gemv.cuh"
 #include "gemv_mma.cuh"
-#include "ring_gemv.cuh"
 #include "rope_kv_append.cuh"
 #include "attention.cuh"
 #include "attention_merge.cuh"
