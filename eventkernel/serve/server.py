@@ -30,9 +30,12 @@ from typing import Any, AsyncIterator, Callable
 from eventkernel.build import BuildOptions, BuildPlan, build, plan_build
 from eventkernel.engine.engine import Engine, check_request
 from eventkernel.engine.sampling import SamplingParams
+from eventkernel.models.default import DEFAULT_MODEL as DEFAULT_MODEL_NAME
 
 logger = logging.getLogger("eventkernel.serve")
 
+_DESCRIPTION = "An OpenAI-compatible HTTP server on the engine loop (/v1/completions, " \
+    "/v1/chat/completions, /v1/models, /health, /metrics)."
 _SEED_RANGE = 2**64
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 404: "not_found_error", 405: "invalid_request_error",
@@ -88,21 +91,32 @@ class ApiError(Exception):
 class ServerState:
     """One server's state: the plan, the loading status, the engine front and metrics."""
 
-    def __init__(self, config: ServerConfig, plan: BuildPlan,
+    def __init__(self, config: ServerConfig, plan: BuildPlan | None = None,
                  on_fatal: Callable[[], None] | None = None) -> None:
         from eventkernel.serve.async_engine import ServerMetrics
         self.config = config
-        self.plan = plan
-        self.model_name = config.served_model_name or plan.source.name
-        self.limits = plan.limits
+        self.plan = plan                         # planned on the loading thread when None
         self.metrics = ServerMetrics()
         self.created = int(time.time())
         self.tokenizer: Any = None
         self.engine: Any = None                  # AsyncEngine once loaded
         self.load_error: str | None = None
+        self.bad_model = False                   # the load failed in planning: bad input
         self.stopping = False
         self._on_fatal = on_fatal
         self._started = time.perf_counter()
+
+    @property
+    def model_name(self) -> str:
+        if self.config.served_model_name:
+            return self.config.served_model_name
+        if self.plan is not None:
+            return self.plan.source.name
+        return self.config.model or DEFAULT_MODEL_NAME
+
+    @property
+    def limits(self) -> Any:
+        return self.plan.limits
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -114,19 +128,29 @@ class ServerState:
 
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         from eventkernel.serve.llm import load_source_tokenizer
+        # NOTE: resolving the model is part of the load (the built-in GGUF's metadata takes
+        # seconds): the server answers 503 meanwhile; a bad model name ends it with code 2.
         try:
-            tokenizer = load_source_tokenizer(self.plan.source)
-            engine = Engine(build(self.plan).backend, tokenizer)
-        except Exception as err:  # noqa: BLE001 - reported, then the server stops
-            logger.exception("loading %s failed", self.plan.source.describe())
-            loop.call_soon_threadsafe(self._failed, f"{type(err).__name__}: {err}")
+            plan = self.plan or plan_build(self.config.model, self.config.build_options())
+        except Exception as err:  # noqa: BLE001 - the user's model or limits: one line
+            loop.call_soon_threadsafe(self._failed, " ".join(str(err).split()), True)
             return
-        loop.call_soon_threadsafe(self._ready, tokenizer, engine)
+        try:
+            tokenizer = load_source_tokenizer(plan.source)
+            engine = Engine(build(plan).backend, tokenizer)
+        except Exception as err:  # noqa: BLE001 - reported, then the server stops
+            logger.exception("loading %s failed", plan.source.describe())
+            loop.call_soon_threadsafe(self._failed, f"{type(err).__name__}: {err}", False)
+            return
+        loop.call_soon_threadsafe(self._ready, plan, tokenizer, engine)
 
-    def _ready(self, tokenizer: Any, engine: Engine) -> None:
+    def _ready(self, plan: BuildPlan, tokenizer: Any, engine: Engine) -> None:
         from eventkernel.serve.async_engine import AsyncEngine
         if self.stopping:
             return
+        self.plan = plan
+        if plan.source.random_weights:
+            logger.warning("%s: its text is noise", plan.source.describe())
         self.tokenizer = tokenizer
         self.engine = AsyncEngine(engine, self.config.max_queue, self.metrics)
         self.engine.start()
@@ -134,8 +158,8 @@ class ServerState:
                     self.plan.source.describe(), time.perf_counter() - self._started,
                     self.plan.backend, self.limits.max_context, self.limits.max_seqs)
 
-    def _failed(self, message: str) -> None:
-        self.load_error = message
+    def _failed(self, message: str, bad_model: bool) -> None:
+        self.load_error, self.bad_model = message, bad_model
         if self._on_fatal is not None:
             self._on_fatal()
 
@@ -329,7 +353,8 @@ async def stream_events(state: ServerState, group: Any, stops: list, chat: bool,
 def create_app(config: ServerConfig, plan: BuildPlan | None = None,
                on_fatal: Callable[[], None] | None = None):
     """The FastAPI app of one server. ``plan``: the checked build (default: planned from
-    ``config``); ``on_fatal``: called when the model fails to load (the CLI stops uvicorn)."""
+    ``config`` while loading); ``on_fatal``: called when the model fails to load (the
+    command stops uvicorn then)."""
     from fastapi import APIRouter, Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -343,8 +368,7 @@ def create_app(config: ServerConfig, plan: BuildPlan | None = None,
         CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList, Usage,
         error_body)
 
-    state = ServerState(config, plan or plan_build(config.model, config.build_options()),
-                        on_fatal)
+    state = ServerState(config, plan, on_fatal)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -528,7 +552,7 @@ def describe_validation_error(errors: list[dict]) -> tuple[str, str | None]:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``eventkernel`` command line's subparsers."""
     parser = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP server",
-                                   description=__doc__.split("\n\n")[0])
+                                   description=_DESCRIPTION)
     _add_arguments(parser)
     return parser
 
@@ -565,7 +589,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m eventkernel.serve.server``."""
     parser = argparse.ArgumentParser(prog="eventkernel serve",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=_DESCRIPTION)
     _add_arguments(parser)
     return parser
 
@@ -609,30 +633,25 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
             max_tokens_per_step=args.max_tokens_per_step, max_seqs=args.max_seqs,
             max_context=args.max_context, served_model_name=args.served_model_name,
             drain_timeout=args.drain_timeout, log_level=args.log_level)
-        plan = plan_build(config.model, config.build_options())   # fails fast, no weights
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"eventkernel serve: error: {' '.join(str(message).split())}", file=sys.stderr)
+        config.build_options()                 # the limits' own checks, before listening
+    except ValueError as err:
+        print(f"eventkernel serve: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("eventkernel serve: interrupted", file=sys.stderr)
-        return 130
     servers: list[Any] = []
-    app = create_app(config, plan, on_fatal=lambda: setattr(servers[0], "should_exit", True))
+    app = create_app(config, on_fatal=lambda: setattr(servers[0], "should_exit", True))
     server = uvicorn_server(app, config)
     servers.append(server)
-    if plan.source.random_weights:
-        logger.warning("%s: its text is noise", plan.source.describe())
-    logger.info("serving %s on http://%s:%d (loading in the background)",
-                app.state.server.model_name, config.host, config.port)
+    state = app.state.server
+    logger.info("serving on http://%s:%d; loading %s in the background", config.host,
+                config.port, config.model or "the built-in model")
     try:
         server.run()
     except SystemExit as done:         # uvicorn exits 1 when it cannot bind
         return done.code if isinstance(done.code, int) else 1
-    if app.state.server.load_error is not None:
-        print(f"eventkernel serve: error: the model failed to load: "
-              f"{app.state.server.load_error}", file=sys.stderr)
-        return 1
+    if state.load_error is not None:
+        what = "error" if state.bad_model else "error: the model failed to load"
+        print(f"eventkernel serve: {what}: {state.load_error}", file=sys.stderr)
+        return 2 if state.bad_model else 1
     return 0
 
 
