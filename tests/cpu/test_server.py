@@ -390,3 +390,66 @@ def test_the_builtin_model(builtin):
     assert "Paris" in out.choices[0].message.content
     assert builtin.interrupt(signal.SIGTERM) == 0
     assert "Traceback" not in builtin.stderr()
+
+
+def test_text_deltas_hold_back_partial_characters_and_stop_strings():
+    from eventkernel.serve.async_engine import TextDeltas
+    from eventkernel.serve.tokenizer import ByteTokenizer
+    deltas = TextDeltas(ByteTokenizer(256), stop=["xyz", "!!"])
+    pushed = [deltas.push(b) for b in "aé".encode()]
+    assert pushed == ["a", "", "é"]                  # é's two bytes arrive whole
+    assert [deltas.push(b) for b in b"xy"] == ["", ""]     # could begin "xyz"
+    assert deltas.push(ord("q")) == "xyq"            # it did not
+    assert deltas.push(ord("!")) == ""
+    assert deltas.finish("aéxyq") == ""              # the engine cut "!!": nothing leaks
+
+
+def test_a_failed_step_fails_its_requests_and_the_loop_goes_on():
+    import asyncio
+
+    from eventkernel.build import BuildOptions, build
+    from eventkernel.engine.engine import Engine
+    from eventkernel.engine.sampling import SamplingParams
+    from eventkernel.serve.async_engine import AsyncEngine, Failure, QueueFull
+    from eventkernel.serve.tokenizer import ByteTokenizer
+
+    backend = build("tiny-llama", BuildOptions(backend="cpu", max_tokens_per_step=16,
+                                               max_seqs=2, max_context=64)).backend
+
+    class Flaky:
+        """The backend, failing its first step."""
+        compiled = backend.compiled
+        failures = 1
+
+        def run(self, inputs):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("boom")
+            return backend.run(inputs)
+
+    engine = Engine(Flaky(), ByteTokenizer(256, eos_token_id=2))
+    params = SamplingParams(max_tokens=2, temperature=0)
+
+    async def scenario():
+        front = AsyncEngine(engine, max_queue=0)
+        front.start()
+        try:
+            failed = front.submit([([10, 11], params), ([12], params)])
+            events = [await asyncio.wait_for(failed.events.get(), 30) for _ in range(2)]
+            assert all(isinstance(e, Failure) and e.status == 500 and "boom" in e.message
+                       for e in events)
+            assert len(engine.blocks.free) == engine.limits.total_pages   # pages freed
+            group = front.submit([([10, 11], params), ([12], params)])
+            with pytest.raises(QueueFull):
+                front.submit([([13], params)])                 # max_seqs 2 + max_queue 0
+            ended = 0
+            while ended < 2:
+                event = await asyncio.wait_for(group.events.get(), 30)
+                assert not isinstance(event, Failure), event
+                ended += event.finished
+            assert front.in_flight == 0
+        finally:
+            await front.shutdown(timeout=30)
+        assert not front._thread.is_alive()
+
+    asyncio.run(scenario())
