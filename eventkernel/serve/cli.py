@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--out", default="build/kernel", help="output folder")
     _limit_args(comp, defaults, context_help)
 
+    from eventkernel.serve.server import add_parser as add_serve_parser
+    add_serve_parser(sub)
     sub.add_parser("bench", help="decode-step latency against baselines and the floor "
                    "(eventkernel bench --help; --trace FILE adds a per-SM timeline)")
     return parser
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                 return done.code if isinstance(done.code, int) else 2
         if command == "generate":
             return _generate(args, started)
+        if command == "serve":
+            from eventkernel.serve.server import main as serve_main
+            return serve_main(args)
         options = _build_options(args)
         if command == "inspect":
             from eventkernel.serve.inspect import fingerprint_model, inspect_model
