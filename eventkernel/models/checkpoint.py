@@ -259,12 +259,37 @@ def _read_cached(file: pathlib.Path, config: ModelConfig,
 
 
 def _write_cached(file: pathlib.Path, weights: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
     try:
-        write_atomically(file, lambda tmp: save_file(weights, tmp, metadata={"complete": "1"}))
+        write_atomically(file, lambda tmp: write_fp32_safetensors(tmp, weights,
+                                                                  {"complete": "1"}))
     except OSError:
         pass                    # a read-only or full cache costs speed, not correctness
+
+
+def write_fp32_safetensors(file: pathlib.Path, weights: dict[str, torch.Tensor],
+                           metadata: dict[str, str]) -> None:
+    """Write fp32 ``weights`` as a safetensors file, streaming each tensor's bytes.
+
+    ``safetensors.torch.save_file`` builds the whole file in memory first (twice the time
+    here). The format: an 8-byte little-endian header length, a JSON header (name ->
+    dtype, shape, byte range; padded with spaces to a multiple of 8), then the bytes.
+    """
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, weight in weights.items():
+        if weight.dtype != torch.float32:
+            raise ValueError(f"{name} is {weight.dtype}, not float32")
+        size = weight.numel() * 4
+        header[name] = {"dtype": "F32", "shape": list(weight.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(file, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for weight in weights.values():
+            f.write(memoryview(weight.contiguous().numpy()).cast("B"))
 
 
 # --- checks shared by both sources ----------------------------------------------------------

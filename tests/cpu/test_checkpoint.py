@@ -236,8 +236,8 @@ def test_gguf_round_trip(tmp_path, model_type):
     model = _save_tiny(tmp_path / "hf", model_type)
     _write_tiny_gguf(tmp_path / "tiny.gguf", model, model_type)
     # a directory holding exactly one .gguf is read as that file
-    checkpoint = load_checkpoint(tmp_path / "tiny.gguf")
-    assert load_checkpoint(tmp_path).path == tmp_path / "tiny.gguf"
+    checkpoint = load_checkpoint(tmp_path / "tiny.gguf", cache_dir=tmp_path / "cache")
+    assert load_checkpoint(tmp_path, use_cache=False).path == tmp_path / "tiny.gguf"
     expected = model.state_dict()
     assert set(checkpoint.weights) == set(expected)
     for name, weight in checkpoint.weights.items():
