@@ -112,8 +112,7 @@ def gemv_max_rows(k: int) -> int:
 def cases() -> tuple[TemplateCase, ...]:
     """Every TN, fused norm, gated input, residual, fp32 output, rows per sequence; 1 to
     100 rows (one row tile past the step) through LinearTask, GemvMmaTask (in groups of
-    16 rows), GemvTask (decode-sized steps it stages) and the weight ring (TN <= 256,
-    K <= 4096: its scratch stages 4 rows of K = 12288 at most)."""
+    16 rows), and GemvTask (decode-sized steps it stages)."""
     out = []
     for name, k, tn, fp32, kind, residual, per_seq in TEMPLATE_CASES:
         n = 3 * tn + 24 if tn >= 64 else 4 * tn   # a partial last column tile when TN >= 64
@@ -134,8 +133,7 @@ def cases() -> tuple[TemplateCase, ...]:
                     Variant("gemv", "LinearTask<", "GemvTask<", min(16, gemv_max_rows(k))))
         target = Target(min_tile_n=tn, max_tile_n=tn)      # this TN whatever N is
         out.append(TemplateCase(name, graph, target, steps, scales={"w": k ** -0.5},
-                                variants=variants,
-                                ring_max_rows=8 if tn <= 256 and k <= 4096 else 0))
+                                variants=variants))
     return tuple(out)
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 import eventkernel.build as build_module
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.build import BuildError, BuildOptions, build, plan_build
 from eventkernel.ir.graph import DType
 from eventkernel.models.presets import preset_config, tiny_config
@@ -52,7 +53,8 @@ def test_the_bench_runner_builds_what_build_builds():
     runner = MegakernelRunner(max_tokens=4, max_context=64, target={"waves": 2})
     program = runner.program(config, 8)
     options = BuildOptions(backend="cuda", max_tokens_per_step=4, max_seqs=4, max_context=80,
-                           dtype="bf16", num_workers=8, target={"waves": 2})
+                           dtype="bf16", num_workers=8, target={"waves": 2},
+                           tuning=KernelTuning())
     from eventkernel.cuda.codegen import generate
     same = build(config, options, stage="program").program
     assert generate(program).source == generate(same).source

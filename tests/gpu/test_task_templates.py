@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from eventkernel.cuda.compile import compile_cuda
+from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.cuda.launch import LoadedModule, device_info, require_hopper
 from eventkernel.ir.graph import DType, TensorKind
 from eventkernel.lower import lower
@@ -168,7 +169,7 @@ def test_device_info_is_hopper():
 @pytest.mark.parametrize("case,step", CASE_STEPS,
                          ids=[f"{c.name}-{s.label}" for c, s in CASE_STEPS])
 def test_template_matches_twin(kernels, case, step):
-    """Each path (the binding's template, its variants, the weight ring) against the
+    """Each path (the binding's template and its variants) against the
     twin, on the same random inputs."""
     program = lower(case.graph, case.target)
     written = list(dict.fromkeys(a.tensor for g in program.grids for a in g.writes()))
@@ -227,7 +228,7 @@ extern "C" __global__ void handoff(int* counter, int* data, int* out, DebugState
 
 @pytest.fixture(scope="module")
 def event_module():
-    compiled = compile_cuda(EVENT_SOURCE, debug=True, options=("-DEK_WAIT_MAX_SPINS=2000",),
+    compiled = compile_cuda(EVENT_SOURCE, debug=True, tuning=KernelTuning(wait_max_spins=2000),
                             name="events")
     return LoadedModule(compiled.cubin)
 
