@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from eventkernel.compiler import Compiled, compile_model, lower_model
+from eventkernel.cpu.plan import CpuPlan, cpu_plan
 from eventkernel.ir.graph import DType, Graph
 from eventkernel.lower import Program, Target
 from eventkernel.models.config import Limits, ModelConfig
@@ -110,6 +111,8 @@ class BuildPlan:
     backend: str                 # "cpu" | "cuda"
     limits: Limits
     target: Target
+    stage: str = "backend"       # what it was checked for (see plan_build)
+    cpu: CpuPlan | None = None   # the CPU backend's use of the cores
     resolve_s: float = 0.0
 
     @property
@@ -146,15 +149,20 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
         raise TypeError(f"options must be a BuildOptions, got {type(options).__name__}")
     if stage not in STAGES:
         raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    source = as_source(model)
     runs = stage == "backend"
-    backend = pick_backend(options.backend, need_gpu=runs)
+    backend = pick_backend(options.backend, need_gpu=runs)      # the machine, then the model
     dtype = options.dtype or ("bf16" if backend == "cuda" else "f32")
     if backend == "cuda" and dtype != "bf16":
         raise BuildError("the CUDA backend runs bf16 programs: use dtype bf16 (or the cpu "
                          "backend for f32)")
-    workers = options.num_workers or _default_workers(backend)
-    target = Target(num_workers=workers, **dict(options.target))
+    source = as_source(model, shapes_only=not runs)
+    cpu = None
+    if backend == "cpu":                 # one plan of the machine's cores (cpu/plan.py)
+        cpu = cpu_plan(options.num_workers)
+        target = dataclasses.replace(cpu.target, **dict(options.target))
+    else:
+        target = Target(num_workers=options.num_workers or _gpu_workers(),
+                        **dict(options.target))
     dtype_bytes = 2 if dtype == "bf16" else 4
     max_context = _max_context(source, options, backend, dtype_bytes, runs)
     try:
@@ -163,7 +171,8 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
                         dtype=DType.BF16 if dtype == "bf16" else DType.F32)
     except ValueError as err:
         raise BuildError(str(err)) from None
-    return BuildPlan(source, options, backend, limits, target, time.perf_counter() - start)
+    return BuildPlan(source, options, backend, limits, target, stage, cpu,
+                     time.perf_counter() - start)
 
 
 def build(model: Any, options: BuildOptions | None = None, *,
@@ -172,14 +181,18 @@ def build(model: Any, options: BuildOptions | None = None, *,
     ``stage``: "program" (the task program: all a kernel's source depends on), "compiled"
     (with events; schedules are built per bucket on demand) or "backend" (weights read and
     the backend made, ready to run steps)."""
+    if stage not in STAGES:
+        raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     if isinstance(model, BuildPlan):
         if options is not None:
             raise TypeError("a BuildPlan carries its options: pass either a plan or options")
         plan = model
+        if stage == "backend" and plan.stage != "backend":
+            raise BuildError(f"this plan was checked for stage {plan.stage!r} only (not the "
+                             f"memory and positions a running model needs): plan it with "
+                             f"stage='backend'")
     else:
         plan = plan_build(model, options, stage=stage)
-    if stage not in STAGES:
-        raise BuildError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     opts, config = plan.options, plan.config
     timings = {"resolve": plan.resolve_s}
     start = time.perf_counter()
@@ -201,8 +214,9 @@ def build(model: Any, options: BuildOptions | None = None, *,
     return built
 
 
-def as_source(model: Any) -> ModelSource:
-    """``model`` as a :class:`ModelSource`: resolved by name, or shapes given as a config."""
+def as_source(model: Any, shapes_only: bool = False) -> ModelSource:
+    """``model`` as a :class:`ModelSource`: resolved by name, or shapes given as a config.
+    ``shapes_only`` (nothing will run): a model directory's config.json is enough."""
     if isinstance(model, ModelSource):
         return model
     if isinstance(model, ModelConfig):
@@ -214,6 +228,9 @@ def as_source(model: Any) -> ModelSource:
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a name, a path, a ModelSource or a config, "
                         f"got {type(model).__name__}")
+    if shapes_only and model is not None and os.path.isdir(model) and os.path.isfile(
+            os.path.join(model, "config.json")):
+        model = os.path.join(model, "config.json")
     if model is not None and os.fspath(model).endswith(".json") and os.path.isfile(model):
         with open(model, encoding="utf-8") as file:   # a config.json alone: shapes only
             try:
@@ -229,13 +246,11 @@ def pick_backend(requested: str, need_gpu: bool = True) -> str:
     such a GPU is an error only when the backend will run (``need_gpu``)."""
     if requested not in BACKENDS:
         raise BuildError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
-    if requested == "cpu":
-        return "cpu"
+    if requested == "cpu" or (requested == "cuda" and not need_gpu):
+        return requested       # NOTE: no probe: a compile-only process makes no CUDA context
     problem = cuda_problem()
-    if requested == "cuda":
-        if problem and need_gpu:
-            raise BuildError(f"the CUDA backend cannot run here: {problem}; use --backend cpu")
-        return "cuda"
+    if requested == "cuda" and problem:
+        raise BuildError(f"the CUDA backend cannot run here: {problem}; use --backend cpu")
     return "cpu" if problem else "cuda"
 
 
@@ -268,10 +283,7 @@ def available_memory(backend: str) -> tuple[int, str]:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available RAM"
 
 
-def _default_workers(backend: str) -> int:
-    if backend == "cpu":
-        from eventkernel.cpu.plan import cpu_plan
-        return cpu_plan().num_workers
+def _gpu_workers() -> int:
     if cuda_problem() is None:
         from eventkernel.cuda.launch import device_info
         return device_info().sm_count
@@ -327,7 +339,10 @@ def _make_backend(plan: BuildPlan, compiled: Compiled, weights: dict):
                   "kernel_dir": opts.kernel_dir}
         return CudaBackend(compiled, weights, **{k: v for k, v in kwargs.items() if v})
     from eventkernel.cpu.backend import CpuBackend
-    return CpuBackend(compiled, weights, num_workers=plan.target.num_workers,
+    if plan.cpu is not None and plan.cpu.torch_threads is not None:
+        import torch
+        torch.set_num_threads(plan.cpu.torch_threads)
+    return CpuBackend(compiled, weights, num_workers=plan.cpu.num_workers,
                       poison_intermediates=False)
 
 

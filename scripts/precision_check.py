@@ -12,6 +12,7 @@ import torch
 from eventkernel.compiler import compile_model
 from eventkernel.cuda.backend import CudaBackend
 from eventkernel.engine.engine import Engine
+from eventkernel.engine.sampling import SamplingParams
 from eventkernel.ir.graph import DType
 from eventkernel.lower import Target
 from eventkernel.models.config import Limits, ModelConfig
@@ -28,10 +29,10 @@ def main() -> None:
     compiled = compile_model(config, Limits(max_tokens=16, max_seqs=1, max_context=128,
                                             dtype=DType.BF16), Target(num_workers=132))
     backend = CudaBackend(compiled, graph_weights(compiled.graph, state))
-    engine = Engine(backend, compiled.limits)
+    engine = Engine(backend, keep_logits=True)
     tokens = torch.randint(0, 30000, (21,), generator=torch.Generator().manual_seed(1)).tolist()
-    engine.add(0, tokens)
-    ours = {}
+    engine.add_request(tokens, SamplingParams(max_tokens=1, temperature=0))
+    ours = []
     while not ours:
         ours = engine.step()
     with torch.no_grad():
@@ -39,7 +40,7 @@ def main() -> None:
         hf = hf.float()
         ref_f32 = hf(torch.tensor([tokens], device="cuda")).logits[0, -1].float()
     err = lambda a: ((a.float().cuda() - ref_f32).norm() / ref_f32.norm()).item()  # noqa
-    print(f"{sys.argv[1]}: megakernel bf16 vs transformers fp32 {err(ours[0]):.3e}; "
+    print(f"{sys.argv[1]}: megakernel bf16 vs transformers fp32 {err(ours[0].logits):.3e}; "
           f"transformers bf16 vs fp32 {err(ref_bf16):.3e}")
 
 

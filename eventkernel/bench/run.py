@@ -56,8 +56,15 @@ def _name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line: ``eventkernel bench: error: ...`` (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventkernel bench", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="eventkernel bench", description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=_name_list(presets.preset_names()),
                         default=["llama-3.2-1b"], help="comma-separated presets")
     parser.add_argument("--tokens", type=_int_list, default=None,

@@ -5,6 +5,7 @@ call :meth:`Engine.step` while :meth:`Engine.has_unfinished`, and read its outpu
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence as Seq
@@ -37,7 +38,8 @@ class StepOutput:
     finished: bool = False
     finish_reason: str | None = None        # "stop" | "length"
     output_ids: tuple[int, ...] = ()         # set when finished
-    text: str | None = None                  # set when finished
+    text: str | None = None                  # set when finished (with a tokenizer)
+    logits: torch.Tensor | None = None       # [vocab] the token was sampled from (keep_logits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +86,15 @@ class Engine:
 
     ``backend``: a CPU or CUDA backend (``run(StepInputs) -> result with .logits``, and its
     ``compiled`` program); ``tokenizer``: gives the EOS ids and decodes outputs (stop
-    strings, final text).
+    strings, final text); None: token ids only (no EOS, no text, no stop strings).
+    ``keep_logits``: each output carries the logits it sampled from.
     """
 
-    def __init__(self, backend: Any, tokenizer: Detokenizer) -> None:
+    def __init__(self, backend: Any, tokenizer: Detokenizer | None = None,
+                 keep_logits: bool = False) -> None:
         self.backend = backend
         self.tokenizer = tokenizer
+        self.keep_logits = keep_logits
         self.limits: Limits = backend.compiled.limits
         self.vocab_size: int = backend.compiled.config.vocab_size
         self.blocks = BlockManager(self.limits.total_pages, self.limits.page_size,
@@ -103,6 +108,8 @@ class Engine:
     def add_request(self, prompt_ids: Seq[int], params: SamplingParams) -> int:
         """Queue a request; returns its id (checked first: see :func:`check_request`)."""
         ids = check_request(prompt_ids, params, self.limits, self.vocab_size)
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop strings need text: this engine has no tokenizer")
         request_id, self._next_id = self._next_id, self._next_id + 1
         seq = Sequence(request_id, ids, len(ids), params,
                        None if params.greedy else make_generator(params))
@@ -151,13 +158,18 @@ class Engine:
         tokens = self.sampler.sample(logits[[row for row, _ in ready]],
                                      [seq.params for _, seq in ready],
                                      [seq.generator for _, seq in ready])
-        return [self._append(seq, token) for (_, seq), token in zip(ready, tokens.tolist())]
+        outputs = [self._append(seq, token) for (_, seq), token in zip(ready, tokens.tolist())]
+        if self.keep_logits:
+            outputs = [dataclasses.replace(out, logits=logits[row])
+                       for out, (row, _) in zip(outputs, ready)]
+        return outputs
 
     def _append(self, seq: Sequence, token: int) -> StepOutput:
         """Add ``token`` to ``seq``, then finish it on EOS, max_tokens or a stop string."""
         params = seq.params
         reason = None
-        if token in self.tokenizer.eos_token_ids and not params.ignore_eos:
+        eos = self.tokenizer.eos_token_ids if self.tokenizer is not None else ()
+        if token in eos and not params.ignore_eos:
             reason = "stop"
         else:
             seq.output_ids.append(token)
@@ -171,7 +183,8 @@ class Engine:
         if reason is None:
             seq.tokens.append(token)
             return StepOutput(seq.request_id, token)
-        text = seq.text if params.stop else self.tokenizer.decode(seq.output_ids)
+        text = seq.text if params.stop else (
+            None if self.tokenizer is None else self.tokenizer.decode(seq.output_ids))
         self.scheduler.finish(seq, reason)
         del self.seqs[seq.request_id]
         return StepOutput(seq.request_id, token, True, reason, tuple(seq.output_ids), text)

@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         if command == "bench":       # its own options: eventkernel bench --help
             from eventkernel.bench.run import command as bench_command
-            return bench_command(argv[1:], started=time.monotonic())
+            try:
+                return bench_command(argv[1:], started=time.monotonic())
+            except SystemExit as done:      # its --help or a bad argument, said already
+                return done.code if isinstance(done.code, int) else 2
         if command == "generate":
             return _generate(args, started)
         if command == "serve":
@@ -153,6 +156,9 @@ def _generate(args, started: float) -> int:
     if not args.prompt:
         raise ValueError("the prompt is empty: give some text")
     options = BuildOptions(backend=args.backend, max_context=args.max_context)
+    if args.verbose:
+        print(f"[eventkernel] loading {args.model or 'the built-in model'}", file=sys.stderr,
+              flush=True)
     plan = plan_build(args.model, options)                  # the config only: no weights
     if params.max_tokens >= plan.limits.max_context:
         raise ValueError(f"--max-tokens {params.max_tokens} leaves no room for a prompt in "

@@ -124,8 +124,9 @@ class LLM:
                 texts.append(None)
                 ids.append(prompt)
             else:
-                raise TypeError(f"prompt {i} is a {type(prompt).__name__}: a prompt is a str or "
-                                f"a list of token ids (one prompt of ids: [[1, 2, 3]])")
+                raise TypeError(f"prompt {i} is {prompt!r} ({type(prompt).__name__}): a prompt "
+                                f"is a str or a list of token ids (one prompt of ids: "
+                                f"[[1, 2, 3]])")
         return self._run(texts, ids, sampling_params, on_token)
 
     def chat(self, messages: Sequence[dict] | Sequence[Sequence[dict]],

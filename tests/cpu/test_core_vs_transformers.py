@@ -12,6 +12,7 @@ import torch
 
 from eventkernel.cpu.backend import CpuBackend
 from eventkernel.engine.engine import Engine
+from eventkernel.engine.sampling import SamplingParams
 from tests.cpu.conftest import tiny
 
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
@@ -37,35 +38,35 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_prefill_and_greedy_decode_match_transformers(arch, dtype, batch):
     compiled, weights, hf = tiny(arch, dtype)
-    engine = Engine(CpuBackend(compiled, weights, num_workers=4, seed=batch), compiled.limits)
-    seqs = [engine.add(i, p) for i, p in enumerate(prompts(batch, seed=batch))]
-    worst = 0.0
-    for step in range(DECODE_STEPS + 1):
-        logits = {}
-        while len(logits) < batch:                 # prefill may take several chunks
-            logits.update(engine.step())
-        for seq in seqs:
-            ref = hf_next_logits(hf, seq.tokens)
-            err = rel_err(logits[seq.seq_id], ref)
+    engine = Engine(CpuBackend(compiled, weights, num_workers=4, seed=batch), keep_logits=True)
+    params = SamplingParams(max_tokens=DECODE_STEPS + 1, temperature=0, ignore_eos=True)
+    tokens = {engine.add_request(p, params): list(p) for p in prompts(batch, seed=batch)}
+    worst, sampled = 0.0, 0
+    while engine.has_unfinished():                 # prefill may take several chunks
+        for out in engine.step():
+            seq = tokens[out.request_id]
+            ref = hf_next_logits(hf, seq)
+            err = rel_err(out.logits, ref)
             worst = max(worst, err)
-            assert err < TOLERANCE[dtype], (f"step {step} seq {seq.seq_id}: logits differ from "
-                                            f"transformers by {err:.2e}")
-            ours = int(logits[seq.seq_id].argmax())
+            assert err < TOLERANCE[dtype], (f"token {len(seq)} of request {out.request_id}: "
+                                            f"logits differ from transformers by {err:.2e}")
+            assert out.token_id == int(out.logits.argmax())
             top2 = ref.topk(2).values
             if dtype == "f32" or (top2[0] - top2[1]) > 0.1 * ref.std():
-                assert ours == int(ref.argmax()), f"step {step}: greedy token differs"
-            seq.tokens.append(int(ref.argmax()))     # feed transformers' greedy token
-    assert worst > 0.0                               # the comparison really ran
+                assert out.token_id == int(ref.argmax()), "greedy token differs"
+            seq.append(out.token_id)                 # transformers follows our tokens
+            sampled += 1
+    assert worst > 0.0 and sampled == batch * (DECODE_STEPS + 1)   # the comparison ran
 
 
 def test_one_program_serves_every_shape(arch):
     """Every step above used the same compiled program; buckets only pick schedules."""
     compiled, _, _ = tiny(arch, "f32")
     before = id(compiled.plan)
-    engine = Engine(CpuBackend(compiled, tiny(arch, "f32")[1], num_workers=2), compiled.limits)
-    for i, p in enumerate(prompts(5, seed=9)):
-        engine.add(i, p)
-    while engine.step():
-        pass
+    engine = Engine(CpuBackend(compiled, tiny(arch, "f32")[1], num_workers=2))
+    for p in prompts(5, seed=9):
+        engine.add_request(p, SamplingParams(max_tokens=1, temperature=0))
+    while engine.has_unfinished():
+        engine.step()
     assert id(compiled.plan) == before
     assert len(compiled._bound) >= 1

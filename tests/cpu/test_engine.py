@@ -47,7 +47,8 @@ def test_requests_get_ids_and_finish_by_length(engine):
 
 def test_at_most_max_seqs_run_at_once(engine):
     for _ in range(3):
-        engine.add_request([5] * 20, SamplingParams(max_tokens=2, temperature=0))                # prefill in chunks of 16
+        # prefill in chunks of 16
+        engine.add_request([5] * 20, SamplingParams(max_tokens=2, temperature=0))
     seen = 0
     while engine.has_unfinished():
         engine.step()

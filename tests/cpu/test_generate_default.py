@@ -17,7 +17,9 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def llm():
-    return LLM(backend="cpu", max_context=256)
+    llm = LLM("smollm2-135m-instruct", backend="cpu", max_context=256)   # the built-in, by name
+    assert llm.source.kind == "builtin"
+    return llm
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_stop_string(llm):
 
 
 def test_bad_inputs(llm, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist|no such"):
+    with pytest.raises(FileNotFoundError, match="not an existing path"):
         LLM(tmp_path / "missing", backend="cpu")
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams(max_tokens=0)

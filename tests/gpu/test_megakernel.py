@@ -8,6 +8,7 @@ from eventkernel.compiler import compile_model
 from eventkernel.cpu.backend import CpuBackend
 from eventkernel.engine.engine import Engine
 from eventkernel.engine.kv_cache import BlockManager
+from eventkernel.engine.sampling import SamplingParams
 from eventkernel.engine.step import build_step
 from eventkernel.ir.graph import DType
 from eventkernel.lower import Target
@@ -74,17 +75,18 @@ def test_tiny_decode_matches_transformers(tiny_pair):
     compiled, gpu, _ = tiny_pair
     config = compiled.config
     hf = _hf_model(config, random_checkpoint(config, seed=1))
-    engine = Engine(gpu, compiled.limits)
+    engine = Engine(gpu, keep_logits=True)               # token ids only, greedy
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
     gen = torch.Generator().manual_seed(0)
-    seqs = [engine.add(i, torch.randint(0, config.vocab_size, (n,), generator=gen).tolist())
-            for i, n in enumerate([5, 17, 33])]
-    for step in range(16):
-        logits = {}
-        while len(logits) < len(seqs):
-            logits.update(engine.step())
-        for seq in seqs:
+    tokens = {}
+    for n in [5, 17, 33]:
+        prompt = torch.randint(0, config.vocab_size, (n,), generator=gen).tolist()
+        tokens[engine.add_request(prompt, params)] = prompt
+    while engine.has_unfinished():
+        for out in engine.step():
+            seq = tokens[out.request_id]
             with torch.no_grad():
-                ref = hf(torch.tensor([seq.tokens], device="cuda")).logits[0, -1]
-            err = rel_err(logits[seq.seq_id], ref)
-            assert err < TOL_HF, f"step {step} seq {seq.seq_id}: {err:.2e}"
-            seq.tokens.append(int(ref.argmax()))
+                ref = hf(torch.tensor([seq], device="cuda")).logits[0, -1]
+            err = rel_err(out.logits, ref)
+            assert err < TOL_HF, f"token {len(seq)} of request {out.request_id}: {err:.2e}"
+            seq.append(out.token_id)                    # transformers follows our tokens
