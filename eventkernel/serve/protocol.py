@@ -213,3 +213,25 @@ def error_body(message: str, type_: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def describe_validation_error(errors: list[dict]) -> tuple[str, str | None]:
+    """One sentence for pydantic's first error, and the parameter it is about."""
+    if not errors:
+        return "the request is not valid", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    # NOTE: a union's error location ends with the member type tried ("str", "list[int]").
+    loc = [part for part in loc if not any(c in part for c in "[]") and part not in (
+        "str", "int", "float", "bool", "function-after")] or loc
+    param = loc[0] if loc else None
+    where = ".".join(loc)
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON: {first.get('msg')}", None
+    if first.get("type") == "extra_forbidden":
+        return f"unknown parameter {where!r}: this server does not know it", param
+    if first.get("type") == "missing":
+        return f"{where} is required", param
+    if not where:
+        return f"the body must be a JSON object ({first.get('msg')})", None
+    return f"{where}: {first.get('msg')} (got {first.get('input')!r})", param

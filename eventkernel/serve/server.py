@@ -128,21 +128,26 @@ class ServerState:
 
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         from eventkernel.serve.llm import load_source_tokenizer
+
+        def report(callback: Callable[..., None], *args: Any) -> None:
+            with contextlib.suppress(RuntimeError):     # the loop closed: shutting down
+                loop.call_soon_threadsafe(callback, *args)
+
         # NOTE: resolving the model is part of the load (the built-in GGUF's metadata takes
         # seconds): the server answers 503 meanwhile; a bad model name ends it with code 2.
         try:
             plan = self.plan or plan_build(self.config.model, self.config.build_options())
         except Exception as err:  # noqa: BLE001 - the user's model or limits: one line
-            loop.call_soon_threadsafe(self._failed, " ".join(str(err).split()), True)
+            report(self._failed, " ".join(str(err).split()), True)
             return
         try:
             tokenizer = load_source_tokenizer(plan.source)
             engine = Engine(build(plan).backend, tokenizer)
         except Exception as err:  # noqa: BLE001 - reported, then the server stops
             logger.exception("loading %s failed", plan.source.describe())
-            loop.call_soon_threadsafe(self._failed, f"{type(err).__name__}: {err}", False)
+            report(self._failed, f"{type(err).__name__}: {err}", False)
             return
-        loop.call_soon_threadsafe(self._ready, plan, tokenizer, engine)
+        report(self._ready, plan, tokenizer, engine)
 
     def _ready(self, plan: BuildPlan, tokenizer: Any, engine: Engine) -> None:
         from eventkernel.serve.async_engine import AsyncEngine
@@ -366,7 +371,7 @@ def create_app(config: ServerConfig, plan: BuildPlan | None = None,
     from eventkernel.serve.protocol import (
         AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
         CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList, Usage,
-        error_body)
+        describe_validation_error, error_body)
 
     state = ServerState(config, plan, on_fatal)
 
@@ -523,28 +528,6 @@ def create_app(config: ServerConfig, plan: BuildPlan | None = None,
     app.include_router(v1)
 
     return app
-
-
-def describe_validation_error(errors: list[dict]) -> tuple[str, str | None]:
-    """One sentence for pydantic's first error, and the parameter it is about."""
-    if not errors:
-        return "the request is not valid", None
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    # NOTE: a union's error location ends with the member type tried ("str", "list[int]").
-    loc = [part for part in loc if not any(c in part for c in "[]") and part not in (
-        "str", "int", "float", "bool", "function-after")] or loc
-    param = loc[0] if loc else None
-    where = ".".join(loc)
-    if first.get("type") == "json_invalid":
-        return f"the body is not valid JSON: {first.get('msg')}", None
-    if first.get("type") == "extra_forbidden":
-        return f"unknown parameter {where!r}: this server does not know it", param
-    if first.get("type") == "missing":
-        return f"{where} is required", param
-    if not where:
-        return f"the body must be a JSON object ({first.get('msg')})", None
-    return f"{where}: {first.get('msg')} (got {first.get('input')!r})", param
 
 
 # -- the command --------------------------------------------------------------------------------
