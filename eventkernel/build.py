@@ -156,6 +156,10 @@ def plan_build(model: Any, options: BuildOptions | None = None, *,
         raise BuildError("the CUDA backend runs bf16 programs: use dtype bf16 (or the cpu "
                          "backend for f32)")
     source = as_source(model, shapes_only=not runs)
+    if runs and source.kind in ("hf-dir", "hf-cache") and source.path is not None \
+            and source.path.is_dir() and not any(source.path.glob("*.safetensors")):
+        raise BuildError(f"{source.path} has a config.json but no *.safetensors weights: "
+                         f"inspect/compile can use it, running needs the weights")
     cpu = None
     if backend == "cpu":                 # one plan of the machine's cores (cpu/plan.py)
         cpu = cpu_plan(options.num_workers)
