@@ -186,15 +186,18 @@ def convert_gguf_tokenizer(file: pathlib.Path) -> Any:
     metadata is grouped under transformers' names and handed to its GGUF converter, but read
     with eventkernel's header reader (a fraction of the time).
     """
-    from transformers import PreTrainedTokenizerFast
-    from transformers.integrations.gguf import gguf_tokenizer_mapping as mapping
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from eventkernel.models.gguf_file import read_gguf
 
+    hooks = _transformers_gguf_hooks()
+    if hooks is None:           # a transformers whose GGUF internals moved: its public path
+        return AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+    renaming, convert = hooks
     metadata = read_gguf(file, arrays=_GGUF_ARRAYS).metadata
     grouped = {group: {name: metadata[f"tokenizer.{key}"] for key, name in renames.items()
                        if f"tokenizer.{key}" in metadata}
-               for group, renames in mapping.GGUF_TOKENIZER_MAPPING.items()}
+               for group, renames in renaming.items()}
     tokenizer, config = grouped["tokenizer"], grouped["tokenizer_config"]
     if "tokens" not in tokenizer:
         raise ValueError(f"{file} has no tokenizer (no tokenizer.ggml.tokens metadata); pass "
@@ -205,8 +208,31 @@ def convert_gguf_tokenizer(file: pathlib.Path) -> Any:
     for name, key in _GGUF_SPECIAL_TOKENS.items():
         token_id = metadata.get(f"tokenizer.ggml.{key}")
         config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
-    backend, extra = mapping.convert_gguf_tokenizer(metadata["general.architecture"], tokenizer)
+    backend, extra = convert(metadata["general.architecture"], tokenizer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, **config, **extra)
+
+
+# Where transformers (5.24 on) keeps the GGUF tokenizer renaming table and converter that the
+# fast path uses. Earlier releases keep other ones under ``integrations.ggml`` whose converter
+# returns different keyword arguments; there the public ``from_pretrained`` path is taken.
+_GGUF_HOOK_MODULES = ("transformers.integrations.gguf.gguf_tokenizer_mapping",)
+
+
+def _transformers_gguf_hooks() -> tuple[dict, Any] | None:
+    """``(GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer)`` of the installed transformers,
+    or None when no known module has both."""
+    import importlib
+
+    for name in _GGUF_HOOK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        renaming = getattr(module, "GGUF_TOKENIZER_MAPPING", None)
+        convert = getattr(module, "convert_gguf_tokenizer", None)
+        if isinstance(renaming, dict) and callable(convert):
+            return renaming, convert
+    return None
 
 
 def _generation_eos_ids(directory: pathlib.Path) -> list[int]:

@@ -149,6 +149,18 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, gguf_path, reference):
     assert json.loads((entry / "tokenizer.json").read_text())["model"]["type"] == "BPE"
 
 
+def test_transformers_without_known_gguf_internals(tmp_path, gguf_path, reference, monkeypatch):
+    """Where transformers' GGUF tokenizer internals are found nowhere we know, its public
+    path builds the same tokenizer."""
+    import eventkernel.serve.tokenizer as tokenizer_module
+
+    assert tokenizer_module._transformers_gguf_hooks() is not None   # this install has them
+    monkeypatch.setattr(tokenizer_module, "_GGUF_HOOK_MODULES", ("no.such.module",))
+    tokenizer = load_tokenizer(gguf_path, cache_dir=tmp_path)
+    for text in TEXTS:
+        assert tokenizer.encode(text) == reference.encode(text)
+
+
 def test_cache_dir_is_not_used_when_off(tmp_path, gguf_path):
     load_tokenizer(gguf_path, cache_dir=tmp_path, use_cache=False)
     assert not any(tmp_path.iterdir())

@@ -140,12 +140,16 @@ def rel_err(out, ref):
 def check(case, name, out, ref, before, touched):
     where = f"{case.name}: {name}"
     assert torch.equal(out[~touched], before[~touched]), f"{where}: wrote outside the twin"
-    out, ref = out[touched], ref[touched]
     if name in case.exact or not ref.is_floating_point():
-        assert torch.equal(out, ref), f"{where}: not bit-exact"
+        assert torch.equal(out[touched], ref[touched]), f"{where}: not bit-exact"
         return
-    special = (ref == 0) | torch.isinf(ref)     # empty splits: zero rows and -inf lse
-    assert torch.equal(out[special], ref[special]), f"{where}: zeros or infinities differ"
+    # Empty splits write whole zero rows and -inf lse; those must match exactly. A lone
+    # zero inside a row (x*cos - y*sin cancelling in the twin's rounding) is an ordinary
+    # value and is compared with the tolerance like the rest.
+    zero_rows = (ref == 0).all(dim=-1, keepdim=True).expand_as(ref) if ref.dim() else ref == 0
+    special = (zero_rows | torch.isinf(ref))[touched]
+    out, ref = out[touched], ref[touched]
+    assert torch.equal(out[special], ref[special]), f"{where}: zero rows or infinities differ"
     finite = ~special
     if name in case.abs_tol:
         err = (out[finite].float() - ref[finite].float()).abs().max().item()
