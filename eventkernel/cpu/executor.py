@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +52,11 @@ class _Counters:
     def ready(self, counters: np.ndarray) -> bool:
         return bool((self.values[counters] >= self.bound.targets[counters]).all())
 
-    def wait(self, counters: np.ndarray, who: str) -> None:
+    def wait(self, counters: np.ndarray, who: Callable[[], str]) -> None:
+        """Block until every counter reached its target; ``who`` names the waiting task
+        (called only for the timeout's message)."""
+        if self.ready(counters):            # the common case: no lock, no deadline
+            return
         deadline = time.monotonic() + self.timeout_s
         with self.cond:
             while not self.ready(counters):
@@ -61,7 +66,7 @@ class _Counters:
                 if left <= 0:
                     stuck = next(int(k) for k in counters
                                  if self.values[k] < self.bound.targets[k])
-                    raise EventTimeout(f"{who} waited {self.timeout_s:.0f} s on "
+                    raise EventTimeout(f"{who()} waited {self.timeout_s:.0f} s on "
                                        f"{self.describe(stuck)}")
                 self.cond.wait(min(left, 0.05))
 
@@ -98,7 +103,7 @@ def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> Non
             for g, t in schedule.queues[w]:
                 if options.seed is not None:
                     time.sleep(rng.random() * options.jitter_s)
-                counters.wait(bound.waits[g].row(t), _task_name(bound, g, t))
+                counters.wait(bound.waits[g].row(t), lambda: _task_name(bound, g, t))
                 _run_task(bound, step, g, t)
                 counters.notify(bound.notifies[g].row(t))
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller

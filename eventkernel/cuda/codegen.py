@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventkernel.ir.graph import DType, TensorKind
-from eventkernel.ir.symbols import SEQS, Expr
 from eventkernel.lower.grid import Program, TaskGrid
 from eventkernel.cuda.tuning import KernelTuning
 from eventkernel.tasks import TASKS, NotOnGpu
@@ -41,12 +40,6 @@ class Kind:
     template: str                     # e.g. "LinearTask<2048, 16, bf16, true, false>"
     fields: tuple[str, ...]           # C types of the Args members, in order
     index: int
-
-
-def _rows(program: Program, tensor: str) -> str:
-    dim0 = program.tensors[tensor].shape[0]
-    is_seqs = isinstance(dim0, Expr) and SEQS.args[0] in dim0.symbols
-    return "RowSet::kSeqs" if is_seqs else "RowSet::kTokens"
 
 
 def instantiate(grid: TaskGrid, program: Program) -> tuple[str, list[Field]]:

@@ -146,13 +146,18 @@ def random_checkpoint(config: ModelConfig, seed: int = 0,
     gen = torch.Generator().manual_seed(seed)
     weights = {}
     for name, shape in config.checkpoint_shapes().items():
-        w = torch.randn(*shape, generator=gen)
-        if len(shape) == 1:
-            w = 1.0 + 0.1 * w
-        elif name != "model.embed_tokens.weight":
-            w = w * shape[1] ** -0.5
-        weights[name] = w.to(dtype)
+        weights[name] = _random_weight(tuple(shape), gen, name == "model.embed_tokens.weight",
+                                       "cpu").to(dtype)
     return weights
+
+
+def _random_weight(shape: tuple[int, ...], gen: torch.Generator, embedding: bool,
+                   device: str | torch.device) -> torch.Tensor:
+    """fp32 N(0, 1) for the embedding, N(0, 1/fan-in) for matrices, 1 + N(0, 0.01) for norms."""
+    w = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    if len(shape) == 1:
+        return 1.0 + 0.1 * w
+    return w if embedding else w * shape[1] ** -0.5
 
 
 def random_graph_weights(graph: Graph, seed: int = 0,
@@ -167,10 +172,5 @@ def random_graph_weights(graph: Graph, seed: int = 0,
         if tensor.kind is not TensorKind.WEIGHT or name in out:
             continue
         shape = tuple(int(d) for d in tensor.shape)
-        w = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
-        if len(shape) == 1:
-            w = 1.0 + 0.1 * w
-        elif name != "embed":
-            w = w * shape[1] ** -0.5
-        out[name] = w.to(dtype)
+        out[name] = _random_weight(shape, gen, name == "embed", device).to(dtype)
     return out

@@ -67,3 +67,45 @@ class Family:
     def tensors_of(self, tied: bool) -> tuple[CheckpointTensor, ...]:
         """The tensors a checkpoint has (the output head only when not ``tied``)."""
         return tuple(t for t in self.tensors if not (tied and t.untied_only))
+
+
+def dense_decoder_tensors(*, gguf_interleaves_qk: bool, qk_norm: bool
+                          ) -> tuple[CheckpointTensor, ...]:
+    """The checkpoint table of the Llama-style dense decoder, which Llama and Qwen3 share
+    name for name: ``gguf_interleaves_qk`` (llama.cpp reordered q and k rows per head) and
+    ``qk_norm`` (an RMSNorm weight on each head's q and k) are where they differ."""
+    T, layer = CheckpointTensor, "model.layers.{i}."
+    q_heads, kv_heads = ("num_heads", "num_kv_heads") if gguf_interleaves_qk else (None, None)
+    norms = (
+        T("layers.{i}.q_norm", layer + "self_attn.q_norm.weight", "blk.{i}.attn_q_norm.weight",
+          ("head_dim",)),
+        T("layers.{i}.k_norm", layer + "self_attn.k_norm.weight", "blk.{i}.attn_k_norm.weight",
+          ("head_dim",)),
+    ) if qk_norm else ()
+    return (
+        # graph weight        Hugging Face name                          GGUF name
+        T("embed", "model.embed_tokens.weight", "token_embd.weight",
+          ("vocab_size", "hidden_size")),
+        T("final_norm", "model.norm.weight", "output_norm.weight", ("hidden_size",)),
+        T("lm_head", "lm_head.weight", "output.weight", ("vocab_size", "hidden_size"),
+          untied_only=True),
+        T("layers.{i}.attn_norm", layer + "input_layernorm.weight", "blk.{i}.attn_norm.weight",
+          ("hidden_size",)),
+        T("layers.{i}.qkv", layer + "self_attn.q_proj.weight", "blk.{i}.attn_q.weight",
+          ("q_size", "hidden_size"), gguf_row_heads=q_heads),
+        T("layers.{i}.qkv", layer + "self_attn.k_proj.weight", "blk.{i}.attn_k.weight",
+          ("kv_size", "hidden_size"), gguf_row_heads=kv_heads),
+        T("layers.{i}.qkv", layer + "self_attn.v_proj.weight", "blk.{i}.attn_v.weight",
+          ("kv_size", "hidden_size")),
+        *norms,
+        T("layers.{i}.o_proj", layer + "self_attn.o_proj.weight", "blk.{i}.attn_output.weight",
+          ("hidden_size", "q_size")),
+        T("layers.{i}.mlp_norm", layer + "post_attention_layernorm.weight",
+          "blk.{i}.ffn_norm.weight", ("hidden_size",)),
+        T("layers.{i}.gate_up", layer + "mlp.gate_proj.weight", "blk.{i}.ffn_gate.weight",
+          ("intermediate_size", "hidden_size")),
+        T("layers.{i}.gate_up", layer + "mlp.up_proj.weight", "blk.{i}.ffn_up.weight",
+          ("intermediate_size", "hidden_size")),
+        T("layers.{i}.down", layer + "mlp.down_proj.weight", "blk.{i}.ffn_down.weight",
+          ("hidden_size", "intermediate_size")),
+    )

@@ -88,16 +88,20 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
         o_part[split, qs:qe, heads] = 0.0
         lse[split, qs:qe, heads] = -math.inf
         return
-    keys = torch.arange(k0, k1)
-    pages = b[node.inputs["block_table"]][seq, keys // page_size].long()
-    kk = b[node.inputs["k_cache"]][pages, keys % page_size, head].float()     # [nk, hd]
-    vv = b[node.inputs["v_cache"]][pages, keys % page_size, head].float()
+    key = ("attention", node.inputs["block_table"], seq, k0, k1, q_len, page_size)
+    if key not in s.memo:       # the same for every layer and KV head of the step
+        keys = torch.arange(k0, k1)
+        pages = b[node.inputs["block_table"]][seq, keys // page_size].long()
+        query_pos = ctx - q_len + torch.arange(q_len)
+        hidden = keys[None, :] > query_pos[:, None]                             # [t, nk]
+        s.memo[key] = pages, keys % page_size, hidden[:, None, :]
+    pages, in_page, hidden = s.memo[key]
+    kk = b[node.inputs["k_cache"]][pages, in_page, head].float()               # [nk, hd]
+    vv = b[node.inputs["v_cache"]][pages, in_page, head].float()
     q = b[node.inputs["q"]][qs:qe, head * gs * hd:(head + 1) * gs * hd].float()
     q = q.reshape(q_len, gs, hd)
     scores = torch.einsum("tgd,kd->tgk", q, kk) / math.sqrt(hd)
-    query_pos = ctx - q_len + torch.arange(q_len)
-    visible = keys[None, :] <= query_pos[:, None]                               # [t, nk]
-    scores = scores.masked_fill(~visible[:, None, :], -math.inf)
+    scores = scores.masked_fill(hidden, -math.inf)
     m = scores.amax(-1, keepdim=True)
     m_safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
     p = torch.exp(scores - m_safe)

@@ -2,7 +2,7 @@
 RMSNorm and the MLP gating, and the region and row-set helpers of lowerings and bindings."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -21,6 +21,7 @@ class Step:
     num_seqs: int
     buffers: dict[str, torch.Tensor]
     row_dims: dict[str, object]          # tensor -> its first dim (int or expression)
+    memo: dict = field(default_factory=dict, compare=False)   # per-step values twins share
 
     @property
     def binding(self) -> dict[str, int]:

@@ -63,15 +63,18 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     if "q_norm" in node.inputs:
         q = rms_norm(q, b[node.inputs["q_norm"]], a["eps"])
         k = rms_norm(k, b[node.inputs["k_norm"]], a["eps"])
-    pos = b[node.inputs["positions"]][row_slice(rows)].float()
-    angles = pos[:, None] * b[node.inputs["inv_freq"]][None, :]
-    cos = torch.cat([angles.cos()] * 2, -1).to(dt)[:, None, :]
-    sin = torch.cat([angles.sin()] * 2, -1).to(dt)[:, None, :]
+    key = ("rope", node.inputs["positions"], node.inputs["inv_freq"], rows.start, rows.stop, dt)
+    if key not in s.memo:       # the same for every KV head and layer of the step
+        pos = b[node.inputs["positions"]][row_slice(rows)].float()
+        angles = pos[:, None] * b[node.inputs["inv_freq"]][None, :]
+        s.memo[key] = (torch.cat([angles.cos()] * 2, -1).to(dt)[:, None, :].float(),
+                       torch.cat([angles.sin()] * 2, -1).to(dt)[:, None, :].float())
+    cos, sin = s.memo[key]
 
     def rotate(x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
         rotated = torch.cat([-x2, x1], -1)
-        return (x.float() * cos.float() + rotated.float() * sin.float()).to(dt)
+        return (x.float() * cos + rotated.float() * sin).to(dt)
 
     b[node.outputs["q"]][row_slice(rows), head * gs * hd:(head + 1) * gs * hd] = \
         rotate(q).reshape(len(rows), gs * hd)
