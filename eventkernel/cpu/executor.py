@@ -18,7 +18,7 @@ import torch
 from eventkernel.events.bind import BoundEvents
 from eventkernel.schedule.dynamic import DynamicPlan
 from eventkernel.schedule.static import StaticSchedule
-from eventkernel.tasks import TWINS, Step
+from eventkernel.tasks import GROUP_AXES, TWINS, Step
 
 
 class EventTimeout(RuntimeError):
@@ -109,13 +109,62 @@ def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> Non
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller
             counters.fail(err)
 
-    if schedule.num_workers == 1:           # nothing to interleave: stay on this thread
+    if schedule.num_workers == 1 and options.seed is None:   # nothing to interleave
+        _run_one_worker(schedule, step, counters)
+        return
+    if schedule.num_workers == 1:           # jittered, but still on this thread
         worker(0)
         if counters.failed is not None:
             raise counters.failed
         return
     _join([threading.Thread(target=worker, args=(w,), daemon=True)
            for w in range(schedule.num_workers)], counters)
+
+
+def _run_one_worker(schedule: StaticSchedule, step: Step, counters: _Counters) -> None:
+    """The one queue in order, on this thread. Of a task type with a group axis, a run of
+    consecutive tasks of one grid (which never depend on each other) is computed as few
+    twin calls: one per contiguous range along the axis, other coordinates equal."""
+    bound = schedule.bound
+    queue, i = schedule.queues[0], 0
+    while i < len(queue):
+        g = queue[i][0]
+        grid = bound.plan.program.grids[g]
+        axis, j = GROUP_AXES[grid.task_type], i + 1
+        if axis is not None:
+            while j < len(queue) and queue[j][0] == g:
+                j += 1
+        for _, t in queue[i:j]:
+            counters.wait(bound.waits[g].row(t), lambda t=t: _task_name(bound, g, t))
+        for coords in _grouped(bound.plan.space.coords[g], [t for _, t in queue[i:j]], axis):
+            TWINS[grid.task_type](grid, coords, step)
+        for _, t in queue[i:j]:
+            counters.notify(bound.notifies[g].row(t))
+        i = j
+
+
+def _grouped(all_coords: np.ndarray, tasks: list[int], axis: int | None) -> list[tuple]:
+    """The coordinates of ``tasks`` with contiguous runs along ``axis`` (the others equal)
+    folded into one ``range`` there."""
+    coords = [tuple(int(v) for v in all_coords[t]) for t in tasks]
+    if axis is None or len(coords) == 1:
+        return coords
+    by_rest: dict[tuple, list[int]] = {}
+    for c in coords:
+        by_rest.setdefault(c[:axis] + c[axis + 1:], []).append(c[axis])
+    out = []
+    for rest, values in by_rest.items():
+        values.sort()
+        start = prev = values[0]
+        for v in values[1:] + [None]:
+            if v is not None and v == prev + 1:
+                prev = v
+                continue
+            run = start if prev == start else range(start, prev + 1)
+            out.append(rest[:axis] + (run,) + rest[axis:])
+            if v is not None:
+                start = prev = v
+    return out
 
 
 def run_dynamic(plan: DynamicPlan, num_workers: int, step: Step, options: RunOptions) -> None:

@@ -19,7 +19,7 @@ from eventkernel.tasks.rope_append import ROPE_APPEND
 from eventkernel.tasks.silu_mul import SILU_MUL
 from eventkernel.tasks.task_type import Arg, Lowered, NotOnGpu, TaskType, Twin
 
-__all__ = ["TASK_TYPES", "TASKS", "TWINS", "Arg", "Lowered", "NotOnGpu", "Step", "TaskType",
+__all__ = ["GROUP_AXES", "TASK_TYPES", "TASKS", "TWINS", "Arg", "Lowered", "NotOnGpu", "Step", "TaskType",
            "lowering_of", "task_type"]
 
 # The registry, in pipeline order of a decoder step.
@@ -29,6 +29,7 @@ TASK_TYPES: tuple[TaskType, ...] = (
 
 TASKS: dict[str, TaskType] = {t.name: t for t in TASK_TYPES}
 TWINS: dict[str, Twin] = {t.name: t.twin for t in TASK_TYPES}
+GROUP_AXES: dict[str, int | None] = {t.name: t.group_axis for t in TASK_TYPES}
 _BY_OP: dict[OpKind, TaskType] = {t.op: t for t in TASK_TYPES if t.op is not None}
 # NOTE: one task type per name and one lowering per op kind (tests/cpu/test_tasks.py).
 

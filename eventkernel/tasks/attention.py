@@ -15,7 +15,7 @@ from eventkernel.lower.grid import (PAGES_OF_SEQ, ROWS_OF_SEQ, Access, Cost, Pro
 from eventkernel.lower.rules import Target, kv_splits
 from eventkernel.tasks.cases import (CaseStep, TemplateCase, activation, one_op, state,
                                      step_input)
-from eventkernel.tasks.common import Step
+from eventkernel.tasks.common import Step, coord_run
 from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
                                          float_constant, pointer)
 
@@ -71,18 +71,21 @@ def lower(node: Node, t: Tensors, target: Target) -> Lowered:
 
 
 def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
-    """One split of one sequence's keys for the G query heads of one KV head."""
-    seq, head, split = c
+    """One split of one sequence's keys for the G query heads of each of the KV heads
+    ``c[1]`` (one, or a grouped run)."""
+    seq, split = c[0], c[2]
     if seq >= s.num_seqs:
         return
+    kv_heads = coord_run(c[1])
     b, node, a = s.buffers, g.node, g.node.attrs
     gs, hd, splits, page_size = g.tile["G"], a["head_dim"], g.tile["splits"], g.tile["page_size"]
+    nh, h0, h1 = len(kv_heads), kv_heads.start, kv_heads.stop
     qs, qe = (int(v) for v in b[node.inputs["query_start"]][seq:seq + 2])
     ctx = int(b[node.inputs["context_lens"]][seq])
     chunk = math.ceil(ctx / splits)
     k0, k1 = split * chunk, min(ctx, split * chunk + chunk)
     o_part, lse = b[PARTIAL], b[LSE]
-    heads = slice(head * gs, head * gs + gs)
+    heads = slice(h0 * gs, h1 * gs)
     q_len = qe - qs
     if k1 <= k0 or q_len <= 0:
         o_part[split, qs:qe, heads] = 0.0
@@ -94,40 +97,44 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
         pages = b[node.inputs["block_table"]][seq, keys // page_size].long()
         query_pos = ctx - q_len + torch.arange(q_len)
         hidden = keys[None, :] > query_pos[:, None]                             # [t, nk]
-        s.memo[key] = pages, keys % page_size, hidden[:, None, :]
+        s.memo[key] = pages, keys % page_size, hidden[:, None, None, :]
     pages, in_page, hidden = s.memo[key]
-    kk = b[node.inputs["k_cache"]][pages, in_page, head].float()               # [nk, hd]
-    vv = b[node.inputs["v_cache"]][pages, in_page, head].float()
-    q = b[node.inputs["q"]][qs:qe, head * gs * hd:(head + 1) * gs * hd].float()
-    q = q.reshape(q_len, gs, hd)
-    scores = torch.einsum("tgd,kd->tgk", q, kk) / math.sqrt(hd)
+    kk = b[node.inputs["k_cache"]][pages, in_page, h0:h1].float()           # [nk, nh, hd]
+    vv = b[node.inputs["v_cache"]][pages, in_page, h0:h1].float()
+    q = b[node.inputs["q"]][qs:qe, h0 * gs * hd:h1 * gs * hd].float()
+    q = q.reshape(q_len, nh, gs, hd)
+    scores = torch.einsum("thgd,khd->thgk", q, kk) / math.sqrt(hd)
     scores = scores.masked_fill(hidden, -math.inf)
     m = scores.amax(-1, keepdim=True)
     m_safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
     p = torch.exp(scores - m_safe)
     total = p.sum(-1, keepdim=True)
-    out = torch.einsum("tgk,kd->tgd", p, vv) / total.clamp_min(1e-30)
-    o_part[split, qs:qe, heads] = torch.where(total > 0, out, torch.zeros_like(out))
-    lse[split, qs:qe, heads] = torch.where(total[..., 0] > 0, (m_safe + total.log())[..., 0],
-                                           torch.full_like(total[..., 0], -math.inf))
+    out = torch.einsum("thgk,khd->thgd", p, vv) / total.clamp_min(1e-30)
+    out = torch.where(total > 0, out, torch.zeros_like(out))
+    log_sum = torch.where(total[..., 0] > 0, (m_safe + total.log())[..., 0],
+                          torch.full_like(total[..., 0], -math.inf))
+    o_part[split, qs:qe, heads] = out.reshape(q_len, nh * gs, hd)
+    lse[split, qs:qe, heads] = log_sum.reshape(q_len, nh * gs)
 
 
 def merge_twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
-    """Combine the splits of one sequence's G query heads by their log-sum-exps."""
-    seq, head = c
+    """Combine the splits of one sequence's G query heads of each of the KV heads ``c[1]``
+    by their log-sum-exps."""
+    seq, kv_heads = c[0], coord_run(c[1])
     if seq >= s.num_seqs:
         return
     b, node = s.buffers, g.node
     gs, hd = g.tile["G"], node.attrs["head_dim"]
     qs, qe = (int(v) for v in b[node.inputs["query_start"]][seq:seq + 2])
-    heads = slice(head * gs, head * gs + gs)
-    lse = b[LSE][:, qs:qe, heads]                              # [splits, t, G]
-    parts = b[PARTIAL][:, qs:qe, heads]                        # [splits, t, G, hd]
+    heads = slice(kv_heads.start * gs, kv_heads.stop * gs)
+    lse = b[LSE][:, qs:qe, heads]                              # [splits, t, heads]
+    parts = b[PARTIAL][:, qs:qe, heads]                        # [splits, t, heads, hd]
     m = lse.amax(0, keepdim=True)
     w = torch.exp(lse - m)
     out = (w[..., None] * parts).sum(0) / w.sum(0)[..., None]
     dst = b[node.outputs["out"]]
-    dst[qs:qe, head * gs * hd:(head + 1) * gs * hd] = out.reshape(qe - qs, gs * hd).to(dst.dtype)
+    dst[qs:qe, heads.start * hd:heads.stop * hd] = \
+        out.reshape(qe - qs, (heads.stop - heads.start) * hd).to(dst.dtype)
 
 
 def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
@@ -198,6 +205,7 @@ def cases() -> tuple[TemplateCase, ...]:
 
 
 ATTENTION = TaskType("attention", twin, cuda, "tasks/attention.cuh", OpKind.ATTENTION, lower,
-                     cases)
+                     cases, group_axis=1)
 # NOTE: attention's lowering emits the merge grids; the merge owns no op.
-ATTN_MERGE = TaskType("attn_merge", merge_twin, merge_cuda, "tasks/attention_merge.cuh")
+ATTN_MERGE = TaskType("attn_merge", merge_twin, merge_cuda, "tasks/attention_merge.cuh",
+                      group_axis=1)

@@ -45,6 +45,12 @@ def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return (F.silu(gate.float()).to(gate.dtype).float() * up.float()).to(gate.dtype)
 
 
+def coord_run(coord: int | range) -> range:
+    """A task coordinate as the run of tasks it stands for (a grouped twin call passes a
+    range along its task type's ``group_axis``)."""
+    return coord if isinstance(coord, range) else range(coord, coord + 1)
+
+
 def row_slice(rows: range) -> slice:
     """A range of rows as a slice."""
     return slice(rows.start, rows.stop)

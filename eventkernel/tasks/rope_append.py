@@ -12,7 +12,7 @@ from eventkernel.lower.grid import SLOTS_OF_ROWTILE, Access, Cost, Program, Seg,
 from eventkernel.lower.rules import Target
 from eventkernel.tasks.cases import (CaseStep, TemplateCase, activation, one_op, state,
                                      step_input, weight)
-from eventkernel.tasks.common import Step, length, rms_norm, row_slice, tile_rows
+from eventkernel.tasks.common import Step, coord_run, length, rms_norm, row_slice, tile_rows
 from eventkernel.tasks.task_type import (Arg, Lowered, TaskType, Tensors, constant,
                                          float_constant, pointer)
 
@@ -54,12 +54,13 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     if not len(rows):
         return
     h, kvh, hd, gs = a["num_heads"], a["num_kv_heads"], a["head_dim"], g.tile["G"]
-    head = c[1]
+    heads = coord_run(c[1])                      # KV heads: one, or a grouped run of them
+    h0, h1, nh = heads.start, heads.stop, len(heads)
     qkv = b[node.inputs["qkv"]][row_slice(rows)]
     dt = qkv.dtype
-    q = qkv[:, head * gs * hd:(head + 1) * gs * hd].reshape(len(rows), gs, hd)
-    k = qkv[:, (h + head) * hd:(h + head + 1) * hd].reshape(len(rows), 1, hd)
-    v = qkv[:, (h + kvh + head) * hd:(h + kvh + head + 1) * hd]
+    q = qkv[:, h0 * gs * hd:h1 * gs * hd].reshape(len(rows), nh * gs, hd)
+    k = qkv[:, (h + h0) * hd:(h + h1) * hd].reshape(len(rows), nh, hd)
+    v = qkv[:, (h + kvh + h0) * hd:(h + kvh + h1) * hd].reshape(len(rows), nh, hd)
     if "q_norm" in node.inputs:
         q = rms_norm(q, b[node.inputs["q_norm"]], a["eps"])
         k = rms_norm(k, b[node.inputs["k_norm"]], a["eps"])
@@ -76,16 +77,16 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
         rotated = torch.cat([-x2, x1], -1)
         return (x.float() * cos + rotated.float() * sin).to(dt)
 
-    b[node.outputs["q"]][row_slice(rows), head * gs * hd:(head + 1) * gs * hd] = \
-        rotate(q).reshape(len(rows), gs * hd)
+    b[node.outputs["q"]][row_slice(rows), h0 * gs * hd:h1 * gs * hd] = \
+        rotate(q).reshape(len(rows), nh * gs * hd)
     slots = b[node.inputs["slots"]][row_slice(rows)].long()
     kc, vc = b[node.outputs["k_cache"]], b[node.outputs["v_cache"]]
     page_size = kc.shape[1]
     # NOTE: a padding token (slot -1) writes no cache slot, as on the GPU.
     kept = slots >= 0
     slots = slots[kept]
-    kc[slots // page_size, slots % page_size, head] = rotate(k)[kept, 0]
-    vc[slots // page_size, slots % page_size, head] = v[kept]
+    kc[slots // page_size, slots % page_size, h0:h1] = rotate(k)[kept]
+    vc[slots // page_size, slots % page_size, h0:h1] = v[kept]
 
 
 def cuda(grid: TaskGrid, program: Program) -> tuple[str, list[Arg]]:
@@ -145,4 +146,4 @@ def cases() -> tuple[TemplateCase, ...]:
 
 
 ROPE_APPEND = TaskType("rope_append", twin, cuda, "tasks/rope_kv_append.cuh",
-                       OpKind.ROPE_APPEND, lower, cases)
+                       OpKind.ROPE_APPEND, lower, cases, group_axis=1)

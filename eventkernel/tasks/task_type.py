@@ -80,7 +80,10 @@ class TaskType:
     attention emits its merge). ``twin(grid, coords, step)`` computes one task on the
     CPU. ``cuda(grid, program)`` gives the template instantiation and its Args members;
     ``header`` is its file under ``cuda/include/``. ``cases()``: the GPU template tests
-    (see :mod:`eventkernel.tasks.cases`), run against ``twin``.
+    (see :mod:`eventkernel.tasks.cases`), run against ``twin``. ``group_axis``: a coordinate
+    along which tasks of one grid never depend on each other and ``twin`` also takes a
+    ``range`` of it, computing that run of tasks in one call (the CPU executor's one-worker
+    path groups consecutive tasks so; None: one task a call).
     """
 
     name: str
@@ -90,6 +93,7 @@ class TaskType:
     op: OpKind | None = None
     lower: Lowering | None = None
     cases: Callable[[], tuple[TemplateCase, ...]] = no_cases
+    group_axis: int | None = None
 
     def __post_init__(self) -> None:
         if (self.op is None) != (self.lower is None):

@@ -37,3 +37,39 @@ def test_random_interleavings_agree(arch, schedule):
         result = backend.run(step)
         assert torch.equal(result.logits, reference.logits), f"seed {seed} differs"
         assert torch.equal(result.next_tokens, reference.next_tokens)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+def test_grouped_twin_calls_match_one_task_a_call(arch, dtype, monkeypatch):
+    """One worker without jitter runs a run of KV-head tasks (rope, attention, merge) as one
+    twin call; with jitter it runs them one by one. Same logits and caches, mixed step."""
+    import eventkernel.cpu.executor as executor
+
+    grouped_types = set()
+
+    def recording(name, twin):
+        def call(grid, coords, step):
+            if any(isinstance(v, range) for v in coords):
+                grouped_types.add(name)
+            twin(grid, coords, step)
+        return call
+
+    monkeypatch.setattr(executor, "TWINS", {n: recording(n, t) for n, t in executor.TWINS.items()})
+    compiled, weights, _ = tiny(arch, dtype)
+    backend = CpuBackend(compiled, weights, num_workers=1)
+    torch.manual_seed(0)
+    for name in ("k_cache.0", "v_cache.0", "k_cache.1", "v_cache.1"):
+        backend.buffers[name].normal_()
+    before = {n: backend.buffers[n].clone() for n in ("k_cache.0", "v_cache.0")}
+    step = mixed_step(compiled.limits)
+    grouped = backend.run(step)
+    assert grouped_types == {"rope_append", "attention", "attn_merge"}
+    grouped_cache = backend.buffers["k_cache.1"].clone()
+    for name, value in before.items():
+        backend.buffers[name].copy_(value)
+    backend.reseed(0)                           # jitter: the one-task-a-call path
+    single = backend.run(step)
+    assert torch.isfinite(grouped.logits).all()
+    torch.testing.assert_close(grouped.logits, single.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grouped_cache, backend.buffers["k_cache.1"], rtol=0, atol=0)
+    assert torch.equal(grouped.next_tokens, single.next_tokens)
