@@ -134,12 +134,17 @@ def _run_one_worker(schedule: StaticSchedule, step: Step, counters: _Counters) -
         if axis is not None:
             while j < len(queue) and queue[j][0] == g:
                 j += 1
-        for _, t in queue[i:j]:
-            counters.wait(bound.waits[g].row(t), lambda t=t: _task_name(bound, g, t))
-        for coords in _grouped(bound.plan.space.coords[g], [t for _, t in queue[i:j]], axis):
+        tasks = [t for _, t in queue[i:j]]
+        if len(tasks) == 1:
+            waits, notifies = bound.waits[g].row(tasks[0]), bound.notifies[g].row(tasks[0])
+        else:
+            waits = np.concatenate([bound.waits[g].row(t) for t in tasks])
+            notifies = np.concatenate([bound.notifies[g].row(t) for t in tasks])
+        counters.wait(waits, lambda: _task_name(bound, g, tasks[0]) +
+                      (f" and {len(tasks) - 1} more of its grid" if len(tasks) > 1 else ""))
+        for coords in _grouped(bound.plan.space.coords[g], tasks, axis):
             TWINS[grid.task_type](grid, coords, step)
-        for _, t in queue[i:j]:
-            counters.notify(bound.notifies[g].row(t))
+        counters.notify(notifies)
         i = j
 
 

@@ -73,3 +73,23 @@ def test_grouped_twin_calls_match_one_task_a_call(arch, dtype, monkeypatch):
     torch.testing.assert_close(grouped.logits, single.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grouped_cache, backend.buffers["k_cache.1"], rtol=0, atol=0)
     assert torch.equal(grouped.next_tokens, single.next_tokens)
+
+
+def test_one_worker_stuck_wait_names_task_and_event(arch):
+    """A queue whose first task waits on a later one: the bounded wait raises EventTimeout
+    naming the task and the event, instead of hanging."""
+    import dataclasses
+
+    from eventkernel.cpu.executor import EventTimeout, RunOptions, run_static
+    from eventkernel.tasks import Step
+
+    compiled, weights, _ = tiny(arch, "f32")
+    backend = CpuBackend(compiled, weights, num_workers=1)
+    step = mixed_step(compiled.limits)
+    step.write(backend.buffers)
+    schedule = compiled.static(compiled.bucket(step.num_tokens, step.num_seqs), 1)
+    (queue,) = schedule.queues
+    broken = dataclasses.replace(schedule, queues=(tuple(reversed(queue)),))
+    twin_step = Step(step.num_tokens, step.num_seqs, backend.buffers, backend.row_dims)
+    with pytest.raises(EventTimeout, match=r"task .+ waited 0 s on event .+ notifies"):
+        run_static(broken, twin_step, RunOptions(timeout_s=0.2))
