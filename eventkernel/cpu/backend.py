@@ -48,8 +48,12 @@ class CpuBackend:
                     raise KeyError(f"weight {name!r} was not provided")
                 self.buffers[name] = weights[name]
             else:
-                self.buffers[name] = torch.zeros(tensor.concrete_shape(hull),
-                                                 dtype=TORCH_DTYPES[tensor.dtype])
+                # NOTE: state (the KV cache, most of the memory) is left unwritten, as on the
+                # GPU: a slot is read only after this step or an earlier one wrote it, and
+                # zeroing gigabytes was most of the CPU backend's start-up.
+                alloc = torch.empty if tensor.kind is TensorKind.STATE else torch.zeros
+                self.buffers[name] = alloc(tensor.concrete_shape(hull),
+                                           dtype=TORCH_DTYPES[tensor.dtype])
         self.intermediates = [n for n, t in program.tensors.items()
                               if t.kind in (TensorKind.ACTIVATION, TensorKind.OUTPUT)]
         self.row_dims = {n: t.shape[0] for n, t in program.tensors.items() if t.shape}
