@@ -160,15 +160,12 @@ def _grouped(all_coords: np.ndarray, tasks: list[int], axis: int | None) -> list
     out = []
     for rest, values in by_rest.items():
         values.sort()
-        start = prev = values[0]
-        for v in values[1:] + [None]:
-            if v is not None and v == prev + 1:
-                prev = v
-                continue
-            run = start if prev == start else range(start, prev + 1)
-            out.append(rest[:axis] + (run,) + rest[axis:])
-            if v is not None:
-                start = prev = v
+        start = values[0]
+        for prev, nxt in zip(values, values[1:] + [None]):
+            if nxt != prev + 1:                 # a run ends at prev
+                run = start if prev == start else range(start, prev + 1)
+                out.append(rest[:axis] + (run,) + rest[axis:])
+                start = nxt
     return out
 
 
