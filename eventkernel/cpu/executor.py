@@ -33,12 +33,46 @@ class RunOptions:
 
 
 class _Counters:
-    def __init__(self, bound: BoundEvents, timeout_s: float) -> None:
+    def __init__(self, bound: BoundEvents, timeout_s: float, step: Step | None = None) -> None:
         self.bound = bound
         self.values = np.zeros(bound.num_counters, np.int64)
         self.cond = threading.Condition()
         self.timeout_s = timeout_s
         self.failed: BaseException | None = None
+        # Run-time counts are written into this step's copy of the targets once the
+        # extent they depend on is read (by a task ordered after its writer).
+        self.targets = bound.targets.copy() if bound.has_runtime else bound.targets
+        self.step = step
+        self.extent_values: dict[int, int] = {}
+
+    def extent(self, domain: int) -> int:
+        """The value of run-time extent ``domain`` this step; read only by a task whose
+        static waits order it after the extent's writer."""
+        if domain not in self.extent_values:
+            tensor, index = self.bound.extents[domain]
+            self.extent_values[domain] = int(self.step.buffers[tensor].reshape(-1)[index])
+        return self.extent_values[domain]
+
+    def gate(self, g: int, t: int, coords: tuple[int, ...], who: Callable[[], str]) -> bool:
+        """Wait for task ``t`` of grid ``g`` to be ready. False: its grid's run-time extent
+        leaves it out this step (it runs nothing and notifies nothing)."""
+        bound = self.bound
+        waits = bound.waits[g].row(t)
+        if not bound.has_runtime:
+            self.wait(waits, who)
+            return True
+        split = bound.static_waits[g][t]
+        self.wait(waits[:split], who)
+        if bound.grid_extent[g] is not None:
+            domain, axis = bound.grid_extent[g]
+            if coords[axis] >= self.extent(domain):
+                return False
+        late = waits[split:]
+        if len(late):
+            for k in late.tolist():
+                self.targets[k] = bound.runtime_target(k, self.extent(bound.runtime_counts[k][0]))
+            self.wait(late, who)
+        return True
 
     def describe(self, counter: int) -> str:
         base = self.bound.counter_base
@@ -47,10 +81,10 @@ class _Counters:
         grids = self.bound.plan.program.grids
         return (f"event {ev.name}[{counter - base[eid]}] ({grids[ev.producer].name} -> "
                 f"{grids[ev.consumer].name}): {self.values[counter]} of "
-                f"{self.bound.targets[counter]} notifies")
+                f"{self.targets[counter]} notifies")
 
     def ready(self, counters: np.ndarray) -> bool:
-        return bool((self.values[counters] >= self.bound.targets[counters]).all())
+        return bool((self.values[counters] >= self.targets[counters]).all())
 
     def wait(self, counters: np.ndarray, who: Callable[[], str]) -> None:
         """Block until every counter reached its target; ``who`` names the waiting task
@@ -65,7 +99,7 @@ class _Counters:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     stuck = next(int(k) for k in counters
-                                 if self.values[k] < self.bound.targets[k])
+                                 if self.values[k] < self.targets[k])
                     raise EventTimeout(f"{who()} waited {self.timeout_s:.0f} s on "
                                        f"{self.describe(stuck)}")
                 self.cond.wait(min(left, 0.05))
@@ -82,9 +116,13 @@ class _Counters:
             self.cond.notify_all()
 
 
+def _coords(bound: BoundEvents, g: int, t: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in bound.plan.space.coords[g][t])
+
+
 def _run_task(bound: BoundEvents, step: Step, g: int, t: int) -> None:
     grid = bound.plan.program.grids[g]
-    TWINS[grid.task_type](grid, tuple(int(v) for v in bound.plan.space.coords[g][t]), step)
+    TWINS[grid.task_type](grid, _coords(bound, g, t), step)
 
 
 def _task_name(bound: BoundEvents, g: int, t: int) -> str:
@@ -95,7 +133,7 @@ def _task_name(bound: BoundEvents, g: int, t: int) -> str:
 def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> None:
     """One thread per queue of ``schedule``."""
     bound = schedule.bound
-    counters = _Counters(bound, options.timeout_s)
+    counters = _Counters(bound, options.timeout_s, step)
 
     def worker(w: int) -> None:
         rng = random.Random(None if options.seed is None else options.seed * 7919 + w)
@@ -103,7 +141,9 @@ def run_static(schedule: StaticSchedule, step: Step, options: RunOptions) -> Non
             for g, t in schedule.queues[w]:
                 if options.seed is not None:
                     time.sleep(rng.random() * options.jitter_s)
-                counters.wait(bound.waits[g].row(t), lambda: _task_name(bound, g, t))
+                if not counters.gate(g, t, _coords(bound, g, t),
+                                     lambda: _task_name(bound, g, t)):
+                    continue
                 _run_task(bound, step, g, t)
                 counters.notify(bound.notifies[g].row(t))
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller
@@ -135,7 +175,19 @@ def _run_one_worker(schedule: StaticSchedule, step: Step, counters: _Counters) -
             while j < len(queue) and queue[j][0] == g:
                 j += 1
         tasks = [t for _, t in queue[i:j]]
-        if len(tasks) == 1:
+        if bound.has_runtime and len(tasks) == 1:   # an extent may leave the task out
+            t = tasks[0]
+            if counters.gate(g, t, _coords(bound, g, t), lambda: _task_name(bound, g, t)):
+                _run_task(bound, step, g, t)
+                counters.notify(bound.notifies[g].row(t))
+            i = j
+            continue
+        if bound.has_runtime:
+            for t in tasks:     # grouped grids have no extent: each task waits, late counts read
+                counters.gate(g, t, _coords(bound, g, t), lambda: _task_name(bound, g, t))
+            waits = np.zeros(0, np.int64)
+            notifies = np.concatenate([bound.notifies[g].row(t) for t in tasks])
+        elif len(tasks) == 1:
             waits, notifies = bound.waits[g].row(tasks[0]), bound.notifies[g].row(tasks[0])
         else:
             waits = np.concatenate([bound.waits[g].row(t) for t in tasks])
@@ -173,6 +225,9 @@ def run_dynamic(plan: DynamicPlan, num_workers: int, step: Step, options: RunOpt
     """Workers pop tasks from one ready queue; a notify that fires an event pushes the
     tasks it made ready. The pop order is random when a seed is given."""
     bound = plan.bound
+    if bound.has_runtime:
+        raise ValueError("the dynamic schedule does not run programs with run-time extents "
+                         "(MoE work items) yet; use schedule='static'")
     counters = _Counters(bound, options.timeout_s)
     ready = list(plan.initial)
     pending = dict(plan.pending)

@@ -37,9 +37,18 @@ class KernelStuck(RuntimeError):
 class _Bucket:
     """Device copies of one bucket's static schedule and event tables."""
 
-    def __init__(self, schedule: StaticSchedule, grid_kind, device) -> None:
+    def __init__(self, schedule: StaticSchedule, grid_kind, device,
+                 buffers: dict[str, torch.Tensor] | None = None) -> None:
         bound: BoundEvents = schedule.bound
+        if bound.extents and buffers is None:
+            raise ValueError("a program with run-time extents needs the device buffers")
         coords = bound.plan.space.coords
+        # Run-time counts: a wait's target -(1 + i) names entry i of runtime_counts.
+        runtime = bound.runtime_counts or {}
+        runtime_index = {k: i for i, k in enumerate(sorted(runtime))}
+        targets = bound.targets.astype(np.int64).copy()
+        for k, i in runtime_index.items():
+            targets[k] = -(1 + i)
         entries = [(g, t) for q in schedule.queues for g, t in q]
         # One pad entry (and one pad table element) at the end: the kernel reads an entry
         # ahead of the one it runs.
@@ -57,12 +66,14 @@ class _Bucket:
                 row = [k for k in bound.waits[g].row(t).tolist() if k not in waited]
                 waited.update(row)
                 notify = bound.notifies[g].row(t).tolist()
-                desc[i] = (kind, slot, c[0], c[1], c[2], len(row), len(notify), 0)
-                events[i] = (row[0] if row else 0, int(bound.targets[row[0]]) if row else 0,
+                extent = bound.grid_extent[g] if bound.grid_extent else None
+                desc[i] = (kind, slot, c[0], c[1], c[2], len(row), len(notify),
+                           0 if extent is None else 1 + extent[0])
+                events[i] = (row[0] if row else 0, int(targets[row[0]]) if row else 0,
                              notify[0] if notify else 0, 0)
                 i += 1
                 wait_counter += row
-                wait_target += bound.targets[row].tolist()
+                wait_target += targets[row].tolist()
                 waits.append(len(wait_counter))
                 notify_counter += notify
                 notifies.append(len(notify_counter))
@@ -77,6 +88,9 @@ class _Bucket:
             "queue_begin": dev(begin), "wait_begin": dev(waits),
             "wait_counter": dev(wait_counter + [0]), "wait_target": dev(wait_target + [0]),
             "notify_begin": dev(notifies), "notify_counter": dev(notify_counter + [0]),
+            "extents": dev([buffers[name].data_ptr() + 4 * index
+                            for name, index in bound.extents] + [0], torch.int64),
+            "runtime_counts": dev([runtime[k] for k in sorted(runtime)] + [(0, 0, 0, 0)]),
         }
         record = {name: t.data_ptr() for name, t in self.tensors.items()}
         record |= {"num_counters": bound.num_counters, "num_workers": schedule.num_workers}
@@ -176,7 +190,8 @@ class CudaBackend:
         key = tuple(sorted(bucket.items()))
         if key not in self.buckets:
             schedule = self.compiled.static(bucket, self.num_workers)
-            self.buckets[key] = _Bucket(schedule, self.kernel_source.grid_kind, self.device)
+            self.buckets[key] = _Bucket(schedule, self.kernel_source.grid_kind, self.device,
+                                        self.buffers)
         return self.buckets[key]
 
     def launch(self, bucket: _Bucket) -> None:

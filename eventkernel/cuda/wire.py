@@ -72,7 +72,7 @@ TASK_DESC = Struct("TaskDesc", (
     ("c1", "unsigned short"), ("c2", "unsigned short"),
     ("num_waits", "unsigned short"),           # counters the task waits on
     ("num_notifies", "unsigned short"),        # counters it notifies
-    ("pad", "unsigned short"),
+    ("extent", "unsigned short"),              # 0, or 1 + the run-time extent bounding c0
 ), "A task in a worker queue: template kind, grid slot, coordinates, event counts.")
 
 # Per queue entry, next to its TaskDesc: the first wait and notify (most tasks have no
@@ -92,9 +92,13 @@ BUCKET = Struct("BucketTables", (
     ("queue_begin", "unsigned long long"),      # int32[num_workers + 1]
     ("wait_begin", "unsigned long long"),       # int32[num_entries + 1]
     ("wait_counter", "unsigned long long"),     # int32[...] counter ids
-    ("wait_target", "unsigned long long"),      # int32[...] notifies that fire each
+    ("wait_target", "unsigned long long"),      # int32[...] notifies that fire each; < 0:
+                                                # -(1 + i), run-time count i (runtime_counts)
     ("notify_begin", "unsigned long long"),     # int32[num_entries + 1]
     ("notify_counter", "unsigned long long"),   # int32[...]
+    ("extents", "unsigned long long"),          # const int*[...]: each run-time extent's value
+    ("runtime_counts", "unsigned long long"),   # int4[...]: {extent, m, w0, w1}, the count
+                                                # m * clamp(value - w0, 0, w1 - w0)
     ("num_counters", "int"),
     ("num_workers", "int"),
 ), "Static schedule and event tables of one shape bucket.")

@@ -25,10 +25,34 @@ class BoundEvents:
     targets: np.ndarray                  # per counter: notifies that fire it
     waits: tuple[CSR, ...]               # per grid: local task -> counter ids
     notifies: tuple[CSR, ...]            # per grid: local task -> counter ids
+    # Run-time extents (MoE): the (tensor, flat index) of each, per grid its (extent, axis),
+    # and per counter whose producers it bounds: (extent, m, w0, w1), the count being
+    # m * clamp(value - w0, 0, w1 - w0). A task's waits list such counters last.
+    extents: tuple[tuple[str, int], ...] = ()
+    grid_extent: tuple[tuple[int, int] | None, ...] = ()
+    runtime_counts: dict[int, tuple[int, int, int, int]] = None  # type: ignore[assignment]
 
     @property
     def num_counters(self) -> int:
         return len(self.targets)
+
+    @property
+    def has_runtime(self) -> bool:
+        """Does any grid have a run-time extent (counts read from data at run time)?"""
+        return bool(self.extents)
+
+    def runtime_target(self, counter: int, value: int) -> int:
+        """The wait count of ``counter`` when its run-time extent holds ``value``."""
+        _, m, w0, w1 = self.runtime_counts[counter]
+        return m * min(max(value - w0, 0), w1 - w0)
+
+    @functools.cached_property
+    def static_waits(self) -> tuple[list[int], ...]:
+        """Per grid and local task: how many of its waits (the first ones) have counts known
+        before the step; the rest are read from the run-time extents."""
+        runtime = self.runtime_counts or {}
+        return tuple([sum(1 for k in row if k not in runtime) for row in rows]
+                     for rows in self.wait_lists)
 
     def tasks(self, grid: int) -> np.ndarray:
         """Local ids of the tasks of ``grid`` that exist under the binding."""
@@ -72,20 +96,62 @@ def bind_events(plan: EventPlan, binding: Binding, prune: bool = True) -> BoundE
         rows, out = ev.notify_map.table.lists, notifies[ev.producer]
         for p in np.nonzero(exists[ev.producer])[0].tolist():
             out[p].extend(first + elem for elem in rows[p])
+    runtime = _runtime_counts(plan, exists, base)
     if prune:
-        _prune_implied(exists, targets, waits, notifies)
+        _prune_implied(exists, targets, waits, notifies, runtime,
+                       [space.grid_domain[g] is not None for g in range(len(exists))])
+    if runtime:                            # static waits first: they order the task
+        for rows in waits:                 # after the writer of the extent it reads
+            for t, row in enumerate(rows):
+                rows[t] = sorted(row, key=lambda k: k in runtime)
+    grid_extent = tuple(None if d is None else (d, plan.program.grids[g].runtime_extent.axis)
+                        for g, d in enumerate(space.grid_domain))
     return BoundEvents(plan, binding, exists, base, targets,
                        tuple(CSR.from_lists(w) for w in waits),
-                       tuple(CSR.from_lists(n) for n in notifies))
+                       tuple(CSR.from_lists(n) for n in notifies),
+                       tuple(space.domains), grid_extent, runtime)
 
 
-def _prune_implied(exists, targets, waits, notifies) -> None:
+def _runtime_counts(plan: EventPlan, exists, base) -> dict[int, tuple[int, int, int, int]]:
+    """Per counter notified by a grid with a run-time extent: ``(extent, m, w0, w1)``, its
+    producers being ``m`` tasks for each extent coordinate in ``[w0, w1)``."""
+    space, out = plan.space, {}
+    for eid, ev in enumerate(plan.events):
+        domain = space.grid_domain[ev.producer]
+        if domain is None:
+            continue
+        axis = plan.program.grids[ev.producer].runtime_extent.axis
+        coords = space.coords[ev.producer][:, axis]
+        alive = exists[ev.producer]
+        for elem in range(ev.size):
+            prods = ev.producers.row(elem)
+            ws = coords[prods[alive[prods]]]
+            if not len(ws):
+                continue
+            values, mult = np.unique(ws, return_counts=True)
+            w0, w1 = int(values[0]), int(values[-1]) + 1
+            if len(values) != w1 - w0 or (mult != mult[0]).any():
+                raise ValueError(
+                    f"event {ev.name}[{elem}]: its producers in "
+                    f"{plan.program.grids[ev.producer].name} are not the same number of tasks "
+                    f"for each item of a run of work items; a run-time count cannot express it")
+            out[int(base[eid]) + elem] = (domain, int(mult[0]), w0, w1)
+    return out
+
+
+def _prune_implied(exists, targets, waits, notifies, runtime=None, bounded=None) -> None:
     """Drop every wait that other waits of the same task already imply at this binding.
 
     Derivation keeps a dependency unless it is implied under *every* binding; here the
     shape is known, so the reduction is exact: each remaining wait is necessary. Counters
     that nobody waits on any more are not notified either.
+
+    Tasks of grids with a run-time extent (``bounded``) may not run, so nothing is implied
+    through them: counters with run-time counts (``runtime``) neither imply nor are implied,
+    and such tasks pass no ancestors on.
     """
+    runtime = runtime or {}
+    bounded = bounded or [False] * len(exists)
     ids: list[list[int]] = []          # per grid: local task -> global id (-1: absent)
     live: list[list[int]] = []         # per grid: the existing local tasks
     count = 0
@@ -134,6 +200,8 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
                         acc |= task_anc[p] >> (cframe - base(p))
                     counter_anc[counter] = (cframe, acc | bits, bits)
                 cframe, acc, bits = counter_anc[counter]
+                if counter in runtime:
+                    acc = bits = 0
                 ancs.append(acc >> (frame - cframe))
                 prods.append(bits >> (frame - cframe))
             kept = list(range(len(row)))
@@ -148,7 +216,7 @@ def _prune_implied(exists, targets, waits, notifies) -> None:
             acc = 0
             for a in ancs:
                 acc |= a
-            task_anc[me] = acc
+            task_anc[me] = 0 if bounded[g] else acc
     waited = {k for rows in waits for row in rows for k in row}
     for rows in notifies:
         for t, row in enumerate(rows):

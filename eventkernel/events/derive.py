@@ -34,9 +34,16 @@ class TaskSpace:
     total: int = 0
     _boxes: dict = field(default_factory=dict, repr=False)
 
+    domains: list[tuple[str, int]] = field(default_factory=list)   # run-time extents
+    grid_domain: list[int | None] = field(default_factory=list)     # per grid
+
     def __post_init__(self) -> None:
         hull = self.program.max_binding
         for g in self.program.grids:
+            key = None if g.runtime_extent is None else (g.extent_tensor, g.runtime_extent.index)
+            if key is not None and key not in self.domains:
+                self.domains.append(key)
+            self.grid_domain.append(None if key is None else self.domains.index(key))
             ext = g.extents(hull)
             self.coords.append(np.indices(ext).reshape(len(ext), -1).T.astype(np.int64)
                                if ext else np.zeros((1, 0), np.int64))
@@ -44,9 +51,14 @@ class TaskSpace:
             self.total += len(self.coords[-1])
 
     def thresholds(self, grid: int) -> np.ndarray:
-        """[n, num_symbols]: the smallest value of each symbol under which a task exists."""
+        """[n, num_symbols + num_domains]: the smallest value of each symbol under which a
+        task exists, then of each run-time extent (0 for tasks no extent bounds)."""
         g, names = self.program.grids[grid], sorted(self.program.maxima)
-        thr = np.ones((len(self.coords[grid]), len(names)), np.int64)
+        thr = np.ones((len(self.coords[grid]), len(names) + len(self.domains)), np.int64)
+        thr[:, len(names):] = 0
+        domain = self.grid_domain[grid]
+        if domain is not None:
+            thr[:, len(names) + domain] = self.coords[grid][:, g.runtime_extent.axis] + 1
         for d, extent in enumerate(g.grid):
             if is_static(extent):
                 continue
@@ -67,7 +79,9 @@ class TaskSpace:
         from eventkernel.lower.grid import PAGES_OF_SEQ, ROWS_OF_SEQ, SLOTS_OF_ROWTILE
         rows = -(-binding["T"] // self.program.meta["target"].rows_per_tile)
         return {_space_id(ROWS_OF_SEQ): binding["S"], _space_id(PAGES_OF_SEQ): binding["S"],
-                _space_id(SLOTS_OF_ROWTILE): rows}
+                _space_id(SLOTS_OF_ROWTILE): rows,
+                **{_space_id(space): evaluate(parts, binding)
+                   for space, parts in self.program.segments.items()}}
 
     def access_boxes(self, grid: int, access: int, binding: Binding) -> Boxes:
         key = (grid, access, tuple(sorted(binding.items())))
@@ -249,7 +263,7 @@ def _reduce(conflicts: dict[int, np.ndarray], space: TaskSpace, ancestry: _Ances
         return {}
     grids = sorted(conflicts)
     signature = np.concatenate([np.packbits(conflicts[g], axis=1) for g in grids], axis=1)
-    _, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
+    first, inverse = unique_rows(signature)
     drop = {g: np.zeros((len(first), conflicts[g].shape[1]), bool) for g in grids}
     for source in grids:
         p_classes, p_keys = classes[source]
@@ -296,8 +310,7 @@ def _event(ci: int, pg: int, rows: np.ndarray, space: TaskSpace, eid: int) -> Ev
     coords = space.coords[ci]
     # NOTE: rows packed 8 to a byte (big-endian bits keep the rows' lexicographic order,
     # so the same unique rows in the same order): 8x less to sort for 10^4-task grids.
-    _, first, key = np.unique(np.packbits(rows, axis=1), axis=0, return_index=True,
-                              return_inverse=True)
+    first, key = unique_rows(np.packbits(rows, axis=1))
     uniq, key = rows[first], key.ravel()
     dims = _deciding_dims(coords, key)
     ext = consumer.extents(program.max_binding)
@@ -321,8 +334,27 @@ def _event(ci: int, pg: int, rows: np.ndarray, space: TaskSpace, eid: int) -> Ev
         notify_map=IndexMap(_notify_spec(program.grids[pg].coord_names, space.coords[pg],
                                          notify_rows, coords, dims, flat, enames),
                             CSR.from_lists(notify_rows)),
-        wait_count=WaitCount(None), producers=CSR.from_lists(members))
+        wait_count=WaitCount(None, runtime=program.grids[pg].runtime_extent is not None),
+        producers=CSR.from_lists(members))
     return _with_count_expr(ev, space)
+
+
+def unique_rows(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(packed, axis=0, return_index=True, return_inverse=True)[1:]`` for a 2-D
+    uint8 array: the first row of each distinct row, in lexicographic order of the rows,
+    and each row's index among them."""
+    # NOTE: by the rows' bytes in a dict: np.unique sorts every row (6 s for the ~10^4 x
+    # 10^4 conflict matrices of an MoE layer's expert grids, where most rows are equal).
+    packed = np.ascontiguousarray(packed)
+    seen: dict[bytes, int] = {}
+    row_key = [seen.setdefault(row.tobytes(), len(seen)) for row in packed]
+    order = sorted(seen, key=lambda k: k)
+    rank = np.empty(len(seen), np.int64)
+    rank[[seen[k] for k in order]] = np.arange(len(order))
+    inverse = rank[np.asarray(row_key, np.int64)] if row_key else np.zeros(0, np.int64)
+    first = np.full(len(order), -1, np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return first, inverse
 
 
 def _deciding_dims(coords: np.ndarray, key: np.ndarray) -> tuple[int, ...]:
@@ -403,4 +435,4 @@ def _with_count_expr(ev: EventTensor, space: TaskSpace) -> EventTensor:
         checks.append((binding, counts[used.astype(np.int64)]))
     if not expr_matches(expr, checks):
         return ev
-    return EventTensor(**{**ev.__dict__, "wait_count": WaitCount(expr)})
+    return EventTensor(**{**ev.__dict__, "wait_count": WaitCount(expr, ev.wait_count.runtime)})

@@ -19,7 +19,8 @@ from eventkernel.lower.grid import Program, TaskGrid
 
 # NOTE: lowering reads a node's kind, attrs and tensor shapes, never a tensor's name or
 # the "layer" attr (which only names the layer for dumps); that is what makes two grids
-# with equal signatures lower to the same regions.
+# with equal signatures lower to the same regions. (The one exception renames along: an
+# expert linear's Seg partition is named after its layer's work table.)
 _NAMING_ATTRS = ("layer",)
 
 
@@ -70,7 +71,8 @@ def _signature(program: Program, grid: TaskGrid) -> tuple:
         t = program.tensors[acc.tensor]
         accesses.append((acc.mode, acc.note, t.kind, t.shape, t.dtype))
     return (grid.task_type, grid.grid, grid.coord_names, repr(grid.tile), repr(grid.extra),
-            node.kind, attrs, tuple(node.inputs), tuple(node.outputs), tuple(accesses))
+            repr(grid.runtime_extent), node.kind, attrs, tuple(node.inputs),
+            tuple(node.outputs), tuple(accesses))
 
 
 def _renames_consistently(program: Program, period: Period) -> bool:

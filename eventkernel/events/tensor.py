@@ -61,14 +61,19 @@ class WaitCount:
     """How many notifies fire an element: one expression for all elements, or per element.
 
     ``expr`` is an int or an expression of symbols; ``None`` means per element, counted
-    from the producers that exist under the binding. (MoE will add counts written at run
-    time by a task: the router writes them into the counter's target slot.)
+    from the producers that exist under the binding. ``runtime``: the producer grid has a
+    run-time extent (MoE work items), so the count is read at run time: the producers
+    that exist under the binding, less those past the extent the route wrote this step
+    (``expr`` is then the count when every item exists).
     """
 
     expr: DimLike | None
+    runtime: bool = False
 
     def __str__(self) -> str:
-        return "per-element" if self.expr is None else str(self.expr)
+        count = "per-element" if self.expr is None else str(self.expr)
+        return count + (" (at most; run-time: items past the work count do not notify)"
+                        if self.runtime else "")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class OpKind(enum.Enum):
     SILU_MUL = "silu_mul"
     GATHER = "gather"              # rows selected by logits_indices (last token per sequence)
     ARGMAX = "argmax"
+    MOE_ROUTE = "moe_route"        # softmax, top-k, renormalise; per-expert row lists (CSR)
+    EXPERT_LINEAR = "expert_linear"  # one expert's linear over the rows routed to it
+    MOE_COMBINE = "moe_combine"    # weighted sum of each token's experts, into the residual
 
 
 # Op families, for passes that treat several kinds alike.

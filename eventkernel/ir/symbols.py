@@ -53,6 +53,14 @@ class Expr:
     def __radd__(self, other: "DimLike") -> "Expr":
         return _binary("add", other, self)
 
+    def __sub__(self, other: int) -> "Expr":
+        if not isinstance(other, int):
+            raise TypeError("only a constant can be subtracted from an expression")
+        if self.op == "add" and self.args[1].op == "const":   # (x + a) - b = x + (a - b)
+            rest = self.args[1].args[0] - other
+            return self.args[0] if rest == 0 else _binary("add", self.args[0], rest)
+        return _binary("add", self, -other)
+
     def __mul__(self, other: "DimLike") -> "Expr":
         return _binary("mul", self, other)
 

@@ -21,10 +21,12 @@ def lower(graph: Graph, target: Target) -> Program:
     workspaces a lowering adds (attention's partials) join the program's tensors."""
     tensors = dict(graph.tensors)
     grids: list[TaskGrid] = []
+    segments: dict = {}
     for node in graph.nodes:
         lowered = tasks.lowering_of(node.kind).lower(node, tensors, target)
         tensors.update(lowered.workspaces)
+        segments.update(lowered.segments)
         grids += lowered.grids
     grids = [replace(g, index=i) for i, g in enumerate(grids)]
     return Program(tuple(grids), tensors, dict(graph.maxima),
-                   {**graph.meta, "target": target})
+                   {**graph.meta, "target": target}, segments)

@@ -23,6 +23,29 @@ PAGES_OF_SEQ = "cache pages of sequence"
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeExtent:
+    """A grid coordinate whose extent is data, written by an earlier task of the step.
+
+    Task ``c`` exists at run time only if ``c[axis] < value``, where ``value`` is element
+    ``index`` (flat) of the tensor read by the grid's access number ``access`` (the MoE work
+    table: how many expert work items the router made). The static extent of the axis is
+    the value's bound. A task past the value does nothing: it waits only for the events
+    that order it after the value's writer, and notifies nothing; the events it would have
+    notified count one notify less (their wait counts are read from the same value).
+    """
+
+    axis: int
+    access: int
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        # NOTE: the first coordinate: tasks of the grid are then ordered by it, which the
+        # verifier's masks of "items >= w" rely on.
+        if self.axis != 0:
+            raise ValueError("a run-time extent bounds a grid's first coordinate (axis 0)")
+
+
+@dataclass(frozen=True, slots=True)
 class Seg:
     """Part ``index`` of the run-time partition ``space`` of a dim."""
 
@@ -67,6 +90,7 @@ class TaskGrid:
     cost: Callable[[tuple[int, ...], Binding], Cost]
     index: int = -1                        # position in program order
     extra: dict[str, Any] = field(default_factory=dict)
+    runtime_extent: RuntimeExtent | None = None   # a coordinate bounded by data (MoE)
 
     def extents(self, binding: Binding) -> tuple[int, ...]:
         return tuple(evaluate(d, binding) for d in self.grid)
@@ -79,6 +103,12 @@ class TaskGrid:
         for e in self.extents(binding):
             n *= e
         return n
+
+    @property
+    def extent_tensor(self) -> str | None:
+        """The tensor holding the run-time extent of a coordinate, if any."""
+        rt = self.runtime_extent
+        return None if rt is None else self.accesses[rt.access].tensor
 
     def reads(self) -> tuple[Access, ...]:
         return tuple(a for a in self.accesses if a.mode == "r")
@@ -100,6 +130,7 @@ class Program:
     tensors: dict[str, Tensor]
     maxima: dict[str, int]
     meta: dict[str, Any]
+    segments: dict[str, DimLike] = field(default_factory=dict)  # run-time partitions: parts
 
     def grid(self, name: str) -> TaskGrid:
         return next(g for g in self.grids if g.name == name)

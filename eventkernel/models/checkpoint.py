@@ -203,22 +203,31 @@ def _dequantize(gguf: GGUFFile, config: ModelConfig,
                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Weights under Hugging Face names, q/k rows back in Hugging Face order, each tensor
     dequantized to fp32 and cast to ``dtype``."""
-    names = {}
+    names: dict[str, tuple[list[str], Any]] = {}
     for tensor in config.family.tensors_of(tied=False):
-        for i in range(config.num_layers) if tensor.per_layer else (None,):
-            names[tensor.gguf.format(i=i)] = (tensor.hf.format(i=i), tensor)
+        for i in config.layers_of(tensor.layers) if tensor.per_layer else (None,):
+            hf = [tensor.hf.format(i=i, j=j) for j in
+                  (range(config.num_experts) if tensor.per_expert else (None,))]
+            names[tensor.gguf.format(i=i)] = (hf, tensor)
     weights = {}
     for info in gguf.tensors:
         if info.name not in names:
             raise CheckpointError(
                 f"{gguf.path} has tensor {info.name!r}, which eventkernel does not know how "
-                f"to use; only dense {', '.join(FAMILIES)} GGUF files are supported"
+                f"to use with this config (only {', '.join(FAMILIES)} GGUF files are supported)"
             )
-        hf_name, tensor = names[info.name]
+        hf_names, tensor = names[info.name]
         weight = dequantize(gguf.tensor_bytes(info), info.ggml_type, info.shape)
         if tensor.gguf_row_heads is not None:
             weight = _unpermute_rows(weight, getattr(config, tensor.gguf_row_heads))
-        weights[hf_name] = weight.to(dtype)
+        if tensor.per_expert:               # one 3-D stack in GGUF, one tensor per expert
+            if weight.dim() != 3 or weight.shape[0] != len(hf_names):
+                raise CheckpointError(f"{gguf.path}: {info.name} has shape "
+                                      f"{tuple(weight.shape)}, expected {len(hf_names)} experts")
+            for hf_name, part in zip(hf_names, weight):
+                weights[hf_name] = part.to(dtype)
+        else:
+            weights[hf_names[0]] = weight.to(dtype)
     return weights
 
 

@@ -16,7 +16,7 @@ from typing import Any, Collection, Mapping
 from eventkernel.ir.graph import DType
 from eventkernel.models.errors import ModelConfigError, UnsupportedArchitectureError
 from eventkernel.models.families import FAMILIES, find_family, find_gguf_family
-from eventkernel.models.family import Family
+from eventkernel.models.family import CheckpointTensor, Family
 
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
              "vocab_size")
@@ -57,6 +57,13 @@ class ModelConfig:
     max_position_embeddings: int
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    # Sparse MoE MLPs (qwen3_moe): 0 experts means every layer's MLP is dense.
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in FAMILIES:
@@ -72,7 +79,36 @@ class ModelConfig:
                 f"num_key_value_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ModelConfigError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.family.moe:
+            if not 1 <= self.experts_per_token <= self.num_experts:
+                raise ModelConfigError(
+                    f"num_experts_per_tok ({self.experts_per_token}) must be in [1, "
+                    f"num_experts ({self.num_experts})]")
+            if self.moe_intermediate_size <= 0 or self.decoder_sparse_step <= 0:
+                raise ModelConfigError(
+                    f"moe_intermediate_size ({self.moe_intermediate_size}) and "
+                    f"decoder_sparse_step ({self.decoder_sparse_step}) must be positive")
 
+    def is_moe_layer(self, layer: int) -> bool:
+        """Is layer ``layer``'s MLP the sparse MoE block (transformers' rule)?"""
+        return (self.num_experts > 0 and layer not in self.mlp_only_layers
+                and (layer + 1) % self.decoder_sparse_step == 0)
+
+    def layers_of(self, kind: str) -> range | list[int]:
+        """The layers a per-layer checkpoint tensor of ``kind`` exists in: "all", "dense"
+        (a dense MLP) or "moe" (the sparse MoE block)."""
+        if kind == "all":
+            return range(self.num_layers)
+        moe = kind == "moe"
+        return [i for i in range(self.num_layers) if self.is_moe_layer(i) == moe]
+
+    def checkpoint_names(self, tensor: "CheckpointTensor") -> list[tuple[str, str]]:
+        """``(graph weight, Hugging Face name)`` of every instance of ``tensor``: one per
+        layer it exists in (``{i}``) and per expert (``{j}``), experts innermost."""
+        layers = self.layers_of(tensor.layers) if tensor.per_layer else (None,)
+        experts = range(self.num_experts) if tensor.per_expert else (None,)
+        return [(tensor.graph.format(i=i), tensor.hf.format(i=i, j=j))
+                for i in layers for j in experts]
     @property
     def family(self) -> Family:
         return FAMILIES[self.arch]
@@ -106,16 +142,27 @@ class ModelConfig:
         shapes = {}
         for tensor in self.family.tensors_of(self.tie_word_embeddings):
             shape = tuple(getattr(self, dim) for dim in tensor.shape)
-            layers = range(self.num_layers) if tensor.per_layer else (None,)
-            for i in layers:
-                shapes[tensor.hf.format(i=i)] = shape
+            for _, hf in self.checkpoint_names(tensor):
+                shapes[hf] = shape
         return shapes
 
     def layer_param_count(self) -> int:
-        """Parameters of one decoder layer (projections, MLP, norms)."""
+        """Parameters of one decoder layer (projections, MLP, norms; every expert)."""
         per_layer = [s for name, s in self.checkpoint_shapes().items()
                      if name.startswith("model.layers.0.")]
         return sum(math.prod(shape) for shape in per_layer)
+
+    def active_layer_param_count(self, layer: int = 0) -> int:
+        """Parameters one token reads in layer ``layer``: of an MoE layer, the router and
+        ``experts_per_token`` of its experts."""
+        prefix = f"model.layers.{layer}."
+        total = 0
+        for name, shape in self.checkpoint_shapes().items():
+            if not name.startswith(prefix):
+                continue
+            scale = self.experts_per_token / self.num_experts if ".experts." in name else 1
+            total += math.prod(shape) * scale
+        return int(total)
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         """Bytes of K and V cached per token over all layers."""
@@ -154,6 +201,13 @@ class ModelConfig:
         }
         if self.rope_scaling:
             cfg["rope_scaling"] = dict(self.rope_scaling)
+        if self.family.moe:
+            cfg |= {"num_experts": self.num_experts,
+                    "num_experts_per_tok": self.experts_per_token,
+                    "moe_intermediate_size": self.moe_intermediate_size,
+                    "norm_topk_prob": self.norm_topk_prob,
+                    "decoder_sparse_step": self.decoder_sparse_step,
+                    "mlp_only_layers": list(self.mlp_only_layers)}
         return cfg
 
 
@@ -174,7 +228,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "model config") -> ModelC
     if raw.get("use_sliding_window"):
         raise UnsupportedArchitectureError(f"{source}: use_sliding_window = true is not "
                                            "supported")
-    missing = [key for key in _REQUIRED if raw.get(key) is None]
+    missing = [key for key in _REQUIRED if raw.get(key) is None and key not in family.defaults]
     if missing:
         raise ModelConfigError(f"{source} lacks required key(s): {', '.join(missing)}")
 
@@ -197,7 +251,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "model config") -> ModelC
             num_layers=int(raw["num_hidden_layers"]), num_heads=heads,
             num_kv_heads=int(get("num_key_value_heads") or heads),
             head_dim=int(get("head_dim") or hidden // heads),
-            intermediate_size=int(raw["intermediate_size"]),
+            intermediate_size=int(get("intermediate_size")),
             vocab_size=int(raw["vocab_size"]),
             rms_norm_eps=float(get("rms_norm_eps")),
             rope_theta=float(rope_theta),
@@ -205,11 +259,24 @@ def parse_config(raw: Mapping[str, Any], source: str = "model config") -> ModelC
             tie_word_embeddings=bool(get("tie_word_embeddings")),
             max_position_embeddings=int(get("max_position_embeddings")),
             bos_token_id=get("bos_token_id"),
-            eos_token_id=tuple(eos) if isinstance(eos, (list, tuple)) else eos)
+            eos_token_id=tuple(eos) if isinstance(eos, (list, tuple)) else eos,
+            **(_moe_fields(raw, get) if family.moe else {}))
     except ModelConfigError as error:
         raise type(error)(f"{source}: {error}") from None
     except (TypeError, ValueError) as error:
         raise ModelConfigError(f"{source} has a malformed value: {error}") from None
+
+
+def _moe_fields(raw: Mapping[str, Any], get) -> dict[str, Any]:
+    """The sparse-MoE keys of a config (transformers >= 5 writes ``num_local_experts`` for
+    ``num_experts``)."""
+    experts = raw.get("num_experts", raw.get("num_local_experts"))
+    return {"num_experts": int(get("num_experts") if experts is None else experts),
+            "experts_per_token": int(get("num_experts_per_tok")),
+            "moe_intermediate_size": int(get("moe_intermediate_size")),
+            "norm_topk_prob": bool(get("norm_topk_prob")),
+            "decoder_sparse_step": int(get("decoder_sparse_step")),
+            "mlp_only_layers": tuple(int(i) for i in (get("mlp_only_layers") or ()))}
 
 
 def gguf_to_hf(metadata: Mapping[str, Any], tensor_names: Collection[str],
@@ -223,7 +290,8 @@ def gguf_to_hf(metadata: Mapping[str, Any], tensor_names: Collection[str],
     prefix = family.gguf_architecture + "."
     raw: dict[str, Any] = {"model_type": family.model_type,
                            "architectures": [family.architectures[0]]}
-    for key, hf_key in {**{prefix + k: v for k, v in GGUF_CONFIG_KEYS.items()},
+    keys = {**GGUF_CONFIG_KEYS, **family.gguf_config_keys}
+    for key, hf_key in {**{prefix + k: v for k, v in keys.items()},
                         **_GGUF_TOKEN_IDS}.items():
         if metadata.get(key) is not None:
             raw[hf_key] = metadata[key]
@@ -242,6 +310,7 @@ def gguf_to_hf(metadata: Mapping[str, Any], tensor_names: Collection[str],
     raw.setdefault("head_dim", metadata.get(prefix + "rope.dimension_count")
                    or raw["hidden_size"] // heads)
     raw["tie_word_embeddings"] = "output.weight" not in tensor_names
+    raw.update(family.gguf_fixed)
     kind = metadata.get(prefix + "rope.scaling.type", "none")
     if kind != "none":
         raw["rope_scaling"] = {"rope_type": kind,

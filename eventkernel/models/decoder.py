@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 
 from eventkernel.ir.graph import DType, Graph, GraphBuilder, OpKind, TensorKind
-from eventkernel.ir.symbols import SEQS, TOKENS
+from eventkernel.ir.symbols import SEQS, TOKENS, Expr, ceildiv, smin
 from eventkernel.models.config import Limits, ModelConfig
 
 
@@ -63,6 +63,9 @@ def build_graph(config: ModelConfig, limits: Limits) -> Graph:
                              "residual": "x"}, {"out": "x"}, label="o_proj")
         g.op(OpKind.RMSNORM, {"x": "x", "weight": weight(p + "mlp_norm", d)},
              {"out": "xn"}, eps=config.rms_norm_eps)
+        if config.is_moe_layer(i):
+            _moe_block(g, config, i, act, weight)
+            continue
         inter = config.intermediate_size
         g.op(OpKind.LINEAR, {"x": "xn", "weight": weight(p + "gate_up", 2 * inter, d)},
              {"out": act("gate_up", T, 2 * inter)}, label="gate_up_proj")
@@ -80,6 +83,52 @@ def build_graph(config: ModelConfig, limits: Limits) -> Graph:
     g.op(OpKind.ARGMAX, {"x": "logits"},
          {"out": g.tensor("next_tokens", (S,), DType.I32, TensorKind.OUTPUT)})
     return g.build(arch=config.arch, config=config, limits=limits)
+
+
+# Rows (routed token slots) per expert work item: the M tile of an expert's linears.
+MOE_ROWS_PER_ITEM = 64
+
+
+def moe_work_items(config: ModelConfig) -> Expr:
+    """The bound on the work items of an MoE layer's step: every expert that receives
+    tokens has one, plus one per ``MOE_ROWS_PER_ITEM`` routed slots beyond the first."""
+    slots = TOKENS * config.experts_per_token
+    return smin(config.num_experts, slots) + ceildiv(slots, MOE_ROWS_PER_ITEM)
+
+
+def _moe_block(g: GraphBuilder, config: ModelConfig, i: int, act, weight) -> None:
+    """The sparse MoE MLP of layer ``i``, reading ``xn`` and adding into ``x``.
+
+    router logits -> route (top-k, per-expert rows in expert order: the layer's work table,
+    ``moe_work.{i}``, which says how many expert work items exist this step) -> each expert's
+    gate_up over the token rows routed to it -> down (SiLU gating on the way in) -> each
+    token's weighted sum of its experts, added to the residual stream. The route's outputs
+    are per layer: a task past the run-time extent still reads the work table."""
+    T, d, k, e = TOKENS, config.hidden_size, config.experts_per_token, config.num_experts
+    p, inter = f"layers.{i}.", config.moe_intermediate_size
+    items = moe_work_items(config)
+    g.op(OpKind.LINEAR, {"x": "xn", "weight": weight(p + "router", e, d)},
+         {"out": act("router_logits", T, e)}, label="router")
+    i32 = lambda name, *shape: g.tensor(name, shape, DType.I32, TensorKind.ACTIVATION)  # noqa
+    g.op(OpKind.MOE_ROUTE, {"logits": "router_logits"},
+         {"weights": g.tensor(f"moe_weights.{i}", (T, k), DType.F32, TensorKind.ACTIVATION),
+          "pos": i32(f"moe_pos.{i}", T, k), "rows": i32(f"moe_rows.{i}", T * k),
+          "work": i32(f"moe_work.{i}", items + 1, 3)},
+         top_k=k, norm_topk_prob=config.norm_topk_prob, rows_per_item=MOE_ROWS_PER_ITEM,
+         layer=i)
+    g.op(OpKind.EXPERT_LINEAR,
+         {"x": "xn", "weight": weight(p + "experts_gate_up", e, 2 * inter, d),
+          "work": f"moe_work.{i}", "rows": f"moe_rows.{i}"},
+         {"out": act("moe_gate_up", T * k, 2 * inter)}, label="experts_gate_up",
+         rows_per_item=MOE_ROWS_PER_ITEM, layer=i)
+    g.op(OpKind.EXPERT_LINEAR,
+         {"x": "moe_gate_up", "weight": weight(p + "experts_down", e, d, inter),
+          "work": f"moe_work.{i}"},
+         {"out": act("moe_down", T * k, d)}, label="experts_down", gated=True,
+         rows_per_item=MOE_ROWS_PER_ITEM, layer=i)
+    g.op(OpKind.MOE_COMBINE, {"y": "moe_down", "pos": f"moe_pos.{i}",
+                              "weights": f"moe_weights.{i}", "residual": "x"},
+         {"out": "x"}, top_k=k)
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -107,13 +156,15 @@ class WeightError(ValueError):
 
 
 def graph_weight_parts(config: ModelConfig) -> dict[str, tuple[str, ...]]:
-    """Graph weight name -> the Hugging Face tensors it is made of (concatenated on dim 0)."""
-    parts: dict[str, list[str]] = {}
-    for tensor in config.family.tensors_of(config.tie_word_embeddings):
-        layers = range(config.num_layers) if tensor.per_layer else (None,)
-        for i in layers:
-            parts.setdefault(tensor.graph.format(i=i), []).append(tensor.hf.format(i=i))
-    return {name: tuple(hf_names) for name, hf_names in parts.items()}
+    """Graph weight name -> the Hugging Face tensors it is made of, concatenated on dim 0
+    in this order and shaped to the graph weight (a stack of experts is expert-major: each
+    expert's parts, in table order, then the next expert's)."""
+    parts: dict[str, list[tuple[int, int, str]]] = {}
+    for pos, tensor in enumerate(config.family.tensors_of(config.tie_word_embeddings)):
+        for k, (graph, hf) in enumerate(config.checkpoint_names(tensor)):
+            expert = k % config.num_experts if tensor.per_expert else 0
+            parts.setdefault(graph, []).append((expert, pos, hf))
+    return {name: tuple(hf for _, _, hf in sorted(entries)) for name, entries in parts.items()}
 
 
 def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,10 +181,12 @@ def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[
         # NOTE: cast each part before concatenating: no fp32 copy of a fused bf16 weight.
         tensors = [checkpoint[p].to(dtype) for p in parts]
         tensor = (torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]).contiguous()
-        expected = graph.tensors[name].shape
-        if tuple(tensor.shape) != tuple(expected):
-            raise WeightError(f"checkpoint tensor(s) {', '.join(parts)} have shape "
-                              f"{tuple(tensor.shape)}, expected {tuple(expected)} for {name}")
+        expected = tuple(graph.tensors[name].shape)
+        if len(expected) == 3 and tensor.numel() == math.prod(expected):   # a stack of experts
+            tensor = tensor.view(expected)
+        if tuple(tensor.shape) != expected:
+            raise WeightError(f"checkpoint tensor(s) {', '.join(parts[:3])} have shape "
+                              f"{tuple(tensor.shape)}, expected {expected} for {name}")
         out[name] = tensor
     return out
 
@@ -157,7 +210,7 @@ def _random_weight(shape: tuple[int, ...], gen: torch.Generator, embedding: bool
     w = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
     if len(shape) == 1:
         return 1.0 + 0.1 * w
-    return w if embedding else w * shape[1] ** -0.5
+    return w if embedding else w * shape[-1] ** -0.5
 
 
 def random_graph_weights(graph: Graph, seed: int = 0,

@@ -8,13 +8,14 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Iterable
 
-from eventkernel.models import llama, qwen3
+from eventkernel.models import llama, qwen3, qwen3_moe
 from eventkernel.models.errors import UnsupportedArchitectureError
 from eventkernel.models.family import Family
 
 FAMILIES = MappingProxyType({
     "llama": llama.FAMILY,
     "qwen3": qwen3.FAMILY,
+    "qwen3_moe": qwen3_moe.FAMILY,
 })
 
 

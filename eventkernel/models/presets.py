@@ -54,6 +54,22 @@ _QWEN3_COMMON = {
 }
 
 
+_QWEN3_MOE_COMMON = {
+    **_QWEN3_COMMON,
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "norm_topk_prob": True,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "output_router_logits": False,
+    "router_aux_loss_coef": 0.001,
+    "head_dim": 128,
+    "num_key_value_heads": 4,
+}
+
+
 def _llama3_rope_scaling(factor: float) -> dict:
     return {
         "rope_type": "llama3",
@@ -95,6 +111,26 @@ _PRESETS: dict[str, dict] = {
         "num_key_value_heads": 8,
         "head_dim": 128,
         "intermediate_size": 12288,
+        "tie_word_embeddings": False,
+    },
+    "qwen3-30b-a3b": {
+        **_QWEN3_MOE_COMMON,
+        "hidden_size": 2048,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "max_window_layers": 48,
+        "tie_word_embeddings": False,
+    },
+    "qwen3-235b-a22b": {
+        **_QWEN3_MOE_COMMON,
+        "hidden_size": 4096,
+        "num_hidden_layers": 94,
+        "num_attention_heads": 64,
+        "intermediate_size": 12288,
+        "moe_intermediate_size": 1536,
+        "max_window_layers": 94,
         "tie_word_embeddings": False,
     },
     # The built-in default model's architecture (SmolLM2-135M-Instruct): K = 576 and three
@@ -149,6 +185,26 @@ _PRESETS: dict[str, dict] = {
         "vocab_size": 256,
         "max_position_embeddings": 1024,
         "max_window_layers": 2,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+    },
+    # 16 experts, top-4, one dense layer (mlp_only_layers) between two MoE layers.
+    "tiny-qwen3-moe": {
+        **_QWEN3_MOE_COMMON,
+        "hidden_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "intermediate_size": 128,
+        "moe_intermediate_size": 32,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "mlp_only_layers": [1],
+        "vocab_size": 256,
+        "max_position_embeddings": 1024,
+        "max_window_layers": 3,
         "bos_token_id": 1,
         "eos_token_id": 2,
         "tie_word_embeddings": False,

@@ -13,7 +13,10 @@ from eventkernel.tasks.attention import ATTENTION, ATTN_MERGE
 from eventkernel.tasks.common import Step
 from eventkernel.tasks.embedding import EMBEDDING
 from eventkernel.tasks.gather import GATHER
+from eventkernel.tasks.expert_linear import EXPERT_LINEAR
 from eventkernel.tasks.linear import LINEAR
+from eventkernel.tasks.moe_combine import MOE_COMBINE
+from eventkernel.tasks.moe_route import MOE_ROUTE
 from eventkernel.tasks.rmsnorm import RMSNORM
 from eventkernel.tasks.rope_append import ROPE_APPEND
 from eventkernel.tasks.silu_mul import SILU_MUL
@@ -25,6 +28,7 @@ __all__ = ["GROUP_AXES", "TASK_TYPES", "TASKS", "TWINS", "Arg", "Lowered", "NotO
 # The registry, in pipeline order of a decoder step.
 TASK_TYPES: tuple[TaskType, ...] = (
     EMBEDDING, RMSNORM, LINEAR, ROPE_APPEND, ATTENTION, ATTN_MERGE, SILU_MUL, GATHER, ARGMAX,
+    MOE_ROUTE, EXPERT_LINEAR, MOE_COMBINE,
 )
 
 TASKS: dict[str, TaskType] = {t.name: t for t in TASK_TYPES}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from eventkernel.ir.graph import Node, OpKind, Tensor
+from eventkernel.ir.symbols import DimLike
 from eventkernel.lower.grid import Program, TaskGrid
 from eventkernel.lower.rules import Target
 from eventkernel.tasks.cases import TemplateCase
@@ -54,11 +55,13 @@ class NotOnGpu(ValueError):
 
 @dataclass(frozen=True)
 class Lowered:
-    """What a lowering returns: task grids in program order, and the workspace tensors
-    they add to the program (attention's split-KV partials)."""
+    """What a lowering returns: task grids in program order, the workspace tensors they
+    add to the program (attention's split-KV partials), and the run-time partitions their
+    regions cut dims by, with the bound on each one's parts (``Seg.space`` -> count)."""
 
     grids: tuple[TaskGrid, ...]
     workspaces: Tensors = field(default_factory=dict)
+    segments: dict[str, DimLike] = field(default_factory=dict)
 
 
 Lowering = Callable[[Node, Tensors, Target], Lowered]

@@ -278,7 +278,7 @@ def test_missing_shard(tmp_path):
 
 
 @pytest.mark.parametrize("architecture, model_type", [
-    ("MistralForCausalLM", "mistral"), ("Qwen3MoeForCausalLM", "qwen3_moe"),
+    ("MistralForCausalLM", "mistral"), ("MixtralForCausalLM", "mixtral"),
 ])
 def test_unsupported_architecture(tmp_path, architecture, model_type):
     _save_tiny(tmp_path, "llama")

@@ -38,7 +38,7 @@ def test_unknown_names_say_what_is_registered():
         task_type("conv2d")
 
 
-@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3"])
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3", "tiny-qwen3-moe"])
 def test_every_lowered_grid_has_a_binding(preset):
     program = lower_model(ModelConfig.from_hf(preset_config(preset)),
                           Limits(max_tokens=64, max_seqs=8, max_context=4096),

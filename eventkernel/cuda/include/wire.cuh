@@ -22,7 +22,7 @@ struct TaskDesc {
     unsigned short c2;
     unsigned short num_waits;
     unsigned short num_notifies;
-    unsigned short pad;
+    unsigned short extent;
 };
 static_assert(sizeof(TaskDesc) == 16, "TaskDesc: host and device sizes differ");
 #ifndef __CUDACC_RTC__
@@ -33,7 +33,7 @@ static_assert(__builtin_offsetof(TaskDesc, c1) == 6, "wire.py");
 static_assert(__builtin_offsetof(TaskDesc, c2) == 8, "wire.py");
 static_assert(__builtin_offsetof(TaskDesc, num_waits) == 10, "wire.py");
 static_assert(__builtin_offsetof(TaskDesc, num_notifies) == 12, "wire.py");
-static_assert(__builtin_offsetof(TaskDesc, pad) == 14, "wire.py");
+static_assert(__builtin_offsetof(TaskDesc, extent) == 14, "wire.py");
 #endif
 
 /// The first wait and notify of a queue entry (others: the wait/notify tables).
@@ -61,10 +61,12 @@ struct BucketTables {
     unsigned long long wait_target;
     unsigned long long notify_begin;
     unsigned long long notify_counter;
+    unsigned long long extents;
+    unsigned long long runtime_counts;
     int num_counters;
     int num_workers;
 };
-static_assert(sizeof(BucketTables) == 72, "BucketTables: host and device sizes differ");
+static_assert(sizeof(BucketTables) == 88, "BucketTables: host and device sizes differ");
 #ifndef __CUDACC_RTC__
 static_assert(__builtin_offsetof(BucketTables, queue) == 0, "wire.py");
 static_assert(__builtin_offsetof(BucketTables, events) == 8, "wire.py");
@@ -74,8 +76,10 @@ static_assert(__builtin_offsetof(BucketTables, wait_counter) == 32, "wire.py");
 static_assert(__builtin_offsetof(BucketTables, wait_target) == 40, "wire.py");
 static_assert(__builtin_offsetof(BucketTables, notify_begin) == 48, "wire.py");
 static_assert(__builtin_offsetof(BucketTables, notify_counter) == 56, "wire.py");
-static_assert(__builtin_offsetof(BucketTables, num_counters) == 64, "wire.py");
-static_assert(__builtin_offsetof(BucketTables, num_workers) == 68, "wire.py");
+static_assert(__builtin_offsetof(BucketTables, extents) == 64, "wire.py");
+static_assert(__builtin_offsetof(BucketTables, runtime_counts) == 72, "wire.py");
+static_assert(__builtin_offsetof(BucketTables, num_counters) == 80, "wire.py");
+static_assert(__builtin_offsetof(BucketTables, num_workers) == 84, "wire.py");
 #endif
 
 /// Pointers shared by every step.

@@ -139,6 +139,38 @@ struct GemvTask {
         return true;
     }
 
+    /// Rows of another task's choosing (the MoE expert linears), no events: ``rows`` of
+    /// ``args.input``, or with ``gather`` the input rows ``gather[rows.begin + r]``, times
+    /// output tile ``c1``; at most kRunRows rows; out rows are ``rows``.
+    __device__ static void run_rows(const Args& args, RowTile rows, const int* gather, int c1,
+                                    char* smem) {
+        const int n0 = c1 * TN;
+        const int valid_n = cmin(TN, args.n - n0);
+        if (rows.count <= 0 || valid_n <= 0) return;
+        const Staging st = begin_staging(args, smem);
+        uint4 wv[kBatch];
+        if (tuning::kGemvEarly) load_batch(args, n0, valid_n, 0, 0, wv);
+        stage(args, rows, st, gather);
+        if (rows.count <= 1) {
+            dot_rows<1>(args, rows, n0, valid_n, st.xs, wv);
+        } else if constexpr (kRunRows >= 2) {
+            if (rows.count <= 2) {
+                dot_rows<2>(args, rows, n0, valid_n, st.xs, wv);
+            } else if constexpr (kRunRows >= 3) {
+                if (rows.count <= 4) {
+                    dot_rows<4>(args, rows, n0, valid_n, st.xs, wv);
+                } else if constexpr (kRunRows >= 5) {
+                    if (rows.count <= 8) {
+                        dot_rows<8>(args, rows, n0, valid_n, st.xs, wv);
+                    } else if constexpr (kRunRows >= 9) {
+                        dot_rows<16>(args, rows, n0, valid_n, st.xs, wv);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // smem is free for the next group or task
+    }
+
   private:
     /// Output feature (within the tile) of weight register ``c`` of this warp in ``pass``.
     __device__ static int feature(int pass, int c) { return pass * kPassN + c * kWarps + warp_id(); }
@@ -193,7 +225,9 @@ struct GemvTask {
     /// Stage the activation rows in shared memory as bf16: normalised,
     /// a = bf16(g * bf16(x * rstd)), gated, a = bf16(bf16(silu(gate)) * up), or copied.
     /// Every thread takes part in each phase, so a row's loads are in flight together.
-    __device__ static void stage(const Args& args, RowTile rows, const Staging& st) {
+    /// ``gather``: read input row ``gather[rows.begin + r]`` for row r (MoE expert rows).
+    __device__ static void stage(const Args& args, RowTile rows, const Staging& st,
+                                 const int* gather = nullptr) {
         bf16* xs = st.xs;
         float* rstd = st.rstd;
         const bf16* gs = st.gs;
@@ -203,7 +237,9 @@ struct GemvTask {
         for (int i = threadIdx.x; i < rows.count * kChunks; i += kThreads) {
             const int r = i / kChunks;
             const int k = (i % kChunks) * 8;
-            const bf16* row = x + static_cast<long long>(r) * kInputPitch;
+            const bf16* row = gather != nullptr
+                ? args.input + static_cast<long long>(gather[rows.begin + r]) * kInputPitch
+                : x + static_cast<long long>(r) * kInputPitch;
             if constexpr (kGated) {
                 float f[8];
                 silu_gate8(row + k, row + K + k, f);

@@ -20,3 +20,6 @@
 #include "silu_mul.cuh"
 #include "gather_rows.cuh"
 #include "argmax.cuh"
+#include "moe_route.cuh"
+#include "expert_linear.cuh"
+#include "moe_combine.cuh"
