@@ -102,8 +102,9 @@ def cases() -> tuple[TemplateCase, ...]:
                    {"weights": "w", "pos": "pos", "rows": "rows", "work": "work"},
                    top_k=k, norm_topk_prob=True, rows_per_item=8)
 
-    def distinct(shape, gen):
-        return torch.randperm(shape[0] * shape[1], generator=gen).reshape(shape).float() / 16
+    def distinct(shape, gen):          # each row a permutation of 0, 1/4 .. (E-1)/4 (bf16)
+        return torch.stack([torch.randperm(shape[1], generator=gen)
+                            for _ in range(shape[0])]).float() / 4
 
     return (TemplateCase("moe_route", graph, Target(), tuple(CaseStep(t, rows=t)
                                                                for t in (1, 5, top)),

@@ -80,7 +80,9 @@ struct MoeRouteTask {
                 warp_argmax(v, idx);
                 chosen[j] = v;
                 total += v;
-                if ((idx & 31) == lane) p[idx >> 5] = -2.f;   // taken
+#pragma unroll
+                for (int i = 0; i < kPerLane; ++i)            // taken (no dynamic index:
+                    if (lane + 32 * i == idx) p[i] = -2.f;     // p stays in registers)
                 if (lane == 0) expert_of[t * K + j] = idx;
             }
             if (lane == 0) {
