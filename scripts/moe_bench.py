@@ -83,6 +83,36 @@ def time_megakernel(config, tokens: int, context: int, repeat: int, weights=None
                      "kernel_load_s": kernel_s, "work_items_per_layer": sum(items) / len(items)}
 
 
+def trace_summary(config, tokens: int, context: int, weights) -> list[str]:
+    """One traced step (the instrumented build): per task type its tasks, the summed time
+    they ran and waited, and the step's span."""
+    limits = Limits(max_tokens=tokens, max_seqs=tokens, max_context=context + 16,
+                    dtype=DType.BF16)
+    compiled = compile_model(config, limits, Target(num_workers=132))
+    backend = CudaBackend(compiled, weights, trace=True)
+    blocks = BlockManager(limits.total_pages, limits.page_size, limits.pages_per_seq)
+    inputs = build_step([(i, context - 1, [i + 1]) for i in range(tokens)], blocks)
+    bucket = backend.prepare(inputs)
+    for _ in range(3):
+        backend.launch(bucket)
+    torch.cuda.synchronize()
+    records = backend.trace_records(bucket)
+    span = max(r.end_ns for r in records) - min(r.start_ns - r.wait_ns for r in records)
+    by_type: dict[str, list] = {}
+    for r in records:
+        by_type.setdefault(r.task_type, []).append(r)
+    lines = [f"traced {tokens} tok: span {span / 1e3:.0f} us, {len(records)} tasks on "
+             f"{len({r.sm for r in records})} SMs"]
+    for name, rs in sorted(by_type.items(), key=lambda kv: -sum(r.end_ns - r.start_ns
+                                                                  for r in kv[1])):
+        run = sum(r.end_ns - r.start_ns for r in rs) / 1e3
+        wait = sum(r.wait_ns for r in rs) / 1e3
+        lines.append(f"  {name:<14} {len(rs):>7} tasks  run {run:>9.0f} us (sum over SMs, "
+                     f"{run / len(rs):.2f} each)  wait {wait:>9.0f} us")
+    del backend
+    return lines
+
+
 def time_transformers(raw: dict, tokens: int, context: int, steps: int) -> float:
     from transformers import AutoConfig, AutoModelForCausalLM
     raw = {k: v for k, v in raw.items() if k not in ("architectures",)}
@@ -118,6 +148,8 @@ def main() -> None:
     p.add_argument("--hf-steps", type=int, default=10)
     p.add_argument("--out", default=None)
     p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
+    p.add_argument("--trace", action="store_true",
+                   help="also run one traced step per count and print time per task type")
     args = p.parse_args()
     raw = {**preset_config("qwen3-30b-a3b"), "num_hidden_layers": args.layers}
     config = ModelConfig.from_hf(raw)
@@ -128,6 +160,10 @@ def main() -> None:
         print(f"megakernel {tokens} tok: {row['ms']:.3f} ms/step, floor {row['floor_ms']:.3f} "
               f"ms ({row['fraction_of_floor']:.1%}), {row['work_items_per_layer']:.1f} items "
               f"a layer, compile {row['compile_s']:.1f} s", flush=True)
+    if args.trace:
+        for tokens in args.tokens:
+            for line in trace_summary(config, tokens, args.context, weights):
+                print(line, flush=True)
     del weights
     torch.cuda.empty_cache()
     for row in rows:

@@ -120,12 +120,12 @@ def _moe_block(g: GraphBuilder, config: ModelConfig, i: int, act, weight) -> Non
          {"x": "xn", "weight": weight(p + "experts_gate_up", e, 2 * inter, d),
           "work": f"moe_work.{i}", "rows": f"moe_rows.{i}"},
          {"out": act("moe_gate_up", T * k, 2 * inter)}, label="experts_gate_up",
-         rows_per_item=MOE_ROWS_PER_ITEM, layer=i)
+         rows_per_item=MOE_ROWS_PER_ITEM, top_k=k, layer=i)
     g.op(OpKind.EXPERT_LINEAR,
          {"x": "moe_gate_up", "weight": weight(p + "experts_down", e, d, inter),
           "work": f"moe_work.{i}"},
          {"out": act("moe_down", T * k, d)}, label="experts_down", gated=True,
-         rows_per_item=MOE_ROWS_PER_ITEM, layer=i)
+         rows_per_item=MOE_ROWS_PER_ITEM, top_k=k, layer=i)
     g.op(OpKind.MOE_COMBINE, {"y": "moe_down", "pos": f"moe_pos.{i}",
                               "weights": f"moe_weights.{i}", "residual": "x"},
          {"out": "x"}, top_k=k)
