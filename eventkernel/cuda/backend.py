@@ -44,7 +44,7 @@ class _Bucket:
             raise ValueError("a program with run-time extents needs the device buffers")
         coords = bound.plan.space.coords
         # Run-time counts: a wait's target -(1 + i) names entry i of runtime_counts.
-        runtime = bound.runtime_counts or {}
+        runtime = bound.runtime_counts
         runtime_index = {k: i for i, k in enumerate(sorted(runtime))}
         targets = bound.targets.astype(np.int64).copy()
         for k, i in runtime_index.items():

@@ -7,7 +7,7 @@ These tables are what both backends consume; neither re-derives dependencies.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class BoundEvents:
     # m * clamp(value - w0, 0, w1 - w0). A task's waits list such counters last.
     extents: tuple[tuple[str, int], ...] = ()
     grid_extent: tuple[tuple[int, int] | None, ...] = ()
-    runtime_counts: dict[int, tuple[int, int, int, int]] = None  # type: ignore[assignment]
+    runtime_counts: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
 
     @property
     def num_counters(self) -> int:
@@ -50,7 +50,7 @@ class BoundEvents:
     def static_waits(self) -> tuple[list[int], ...]:
         """Per grid and local task: how many of its waits (the first ones) have counts known
         before the step; the rest are read from the run-time extents."""
-        runtime = self.runtime_counts or {}
+        runtime = self.runtime_counts
         return tuple([sum(1 for k in row if k not in runtime) for row in rows]
                      for rows in self.wait_lists)
 

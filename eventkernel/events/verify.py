@@ -77,7 +77,7 @@ def verify(bound: BoundEvents, max_violations: int = 100) -> Report:
         if notified[k] != bound.targets[k]:
             report.violations.append(f"counter {k}: wait count {bound.targets[k]} but "
                                      f"{notified[k]} notifies")
-    runtime = bound.runtime_counts or {}
+    runtime = bound.runtime_counts
     item = _item_coords(bound)
     if runtime:
         notifiers: dict[int, list[int]] = {}

@@ -71,7 +71,7 @@ def twin(g: TaskGrid, c: tuple[int, ...], s: Step) -> None:
     work = b[out["work"]]
     bound = work.shape[0] - 1
     if len(items) > bound:       # the bound of moe_work_items(): a bug if ever reached
-        raise AssertionError(f"{g.name}: {len(items)} work items exceed the bound {bound}")
+        raise RuntimeError(f"{g.name}: {len(items)} work items exceed the bound {bound}")
     work[0] = torch.tensor((len(items), 0, 0), dtype=torch.int32)
     if items:
         work[1:1 + len(items)] = torch.tensor(items, dtype=torch.int32)
