@@ -124,7 +124,9 @@ def _interrupted(after_ready: bool):
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventkernel.serve.cli", "generate", "hello", "--model",
          "tiny-llama", "--backend", "cpu", "--no-chat", "--max-tokens", "900", "--verbose"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        # NOTE: a shell's background job inherits SIGINT ignored; the child must not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = ""
     # NOTE: "loading": main() runs (a Ctrl-C while Python itself starts is Python's).
     while ("ready in" if after_ready else "loading") not in err:
