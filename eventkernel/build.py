@@ -328,11 +328,17 @@ def _max_context(source: ModelSource, options: BuildOptions, backend: str, dtype
 
 
 def _graph_weights(plan: BuildPlan, graph: Graph) -> dict:
+    import torch
+
     from eventkernel.models.decoder import graph_weights, random_graph_weights
+    device = "cuda" if plan.backend == "cuda" else "cpu"
     if plan.source.random_weights:
-        device = "cuda" if plan.backend == "cuda" else "cpu"
         return random_graph_weights(graph, plan.options.seed, device)
-    return graph_weights(graph, load_weights(plan.source).weights)
+    # NOTE: in the program's dtype, each tensor to the backend's device as it is read:
+    # no fp32 (nor bf16) copy of the model on the host (a 30B MoE is 61 GB in bf16).
+    dtype = torch.bfloat16 if plan.limits.dtype is DType.BF16 else torch.float32
+    checkpoint = load_weights(plan.source, dtype, device=device)
+    return graph_weights(graph, checkpoint.weights, consume=True)
 
 
 def _make_backend(plan: BuildPlan, compiled: Compiled, weights: dict):

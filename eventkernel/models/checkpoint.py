@@ -99,18 +99,24 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
 
 def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *,
                     cache_dir: str | os.PathLike | None = None,
-                    use_cache: bool = True) -> Checkpoint:
+                    use_cache: bool = True,
+                    device: str | torch.device = "cpu") -> Checkpoint:
     """Load a Hugging Face model directory, a `.gguf` file, or a directory holding one `.gguf`.
 
-    Weights are returned in `dtype`. A GGUF file's dequantized weights are cached under
+    Weights are returned in `dtype` on `device`. From safetensors each tensor goes to the
+    device as it is read (memory-mapped; the host holds one tensor at a time), so a model
+    larger than host memory loads straight to the GPU. A GGUF file's dequantized weights are cached under
     `cache_dir` (None: `~/.cache/eventkernel`) unless `use_cache` is false. Raises
     `CheckpointError` (a `ValueError`) or `CheckpointNotFoundError` (also a
     `FileNotFoundError`) with a message that says what is wrong with which file.
     """
     path = find_checkpoint(path)
     if path.is_file():
-        return _load_gguf(path, dtype, cache_dir if use_cache else False)
-    return _load_hf_directory(path, dtype)
+        checkpoint = _load_gguf(path, dtype, cache_dir if use_cache else False)
+        for name in list(checkpoint.weights):          # one tensor at a time
+            checkpoint.weights[name] = checkpoint.weights[name].to(device)
+        return checkpoint
+    return _load_hf_directory(path, dtype, device)
 
 
 # --- Hugging Face directories ------------------------------------------------------------
@@ -126,7 +132,8 @@ def _hf_config(config_file: pathlib.Path) -> ModelConfig:
     return parse_config(raw, str(config_file))
 
 
-def _load_hf_directory(directory: pathlib.Path, dtype: torch.dtype) -> Checkpoint:
+def _load_hf_directory(directory: pathlib.Path, dtype: torch.dtype,
+                       device: str | torch.device = "cpu") -> Checkpoint:
     from safetensors import safe_open
 
     config = _hf_config(directory / "config.json")
@@ -137,8 +144,8 @@ def _load_hf_directory(directory: pathlib.Path, dtype: torch.dtype) -> Checkpoin
             for name in reader.keys():
                 if _IGNORED_HF_TENSORS.match(name):
                     continue
-                # NOTE: read in the file's dtype and cast one tensor at a time.
-                weights[name] = reader.get_tensor(name).to(dtype)
+                # NOTE: read in the file's dtype, moved and cast one tensor at a time.
+                weights[name] = reader.get_tensor(name).to(device=device, dtype=dtype)
     if config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     check_weights(config, weights, directory)

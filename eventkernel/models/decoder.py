@@ -167,8 +167,12 @@ def graph_weight_parts(config: ModelConfig) -> dict[str, tuple[str, ...]]:
     return {name: tuple(hf for _, _, hf in sorted(entries)) for name, entries in parts.items()}
 
 
-def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Graph weights (fused where the graph fuses them) from Hugging Face-named tensors."""
+def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor], *,
+                  consume: bool = False) -> dict[str, torch.Tensor]:
+    """Graph weights (fused where the graph fuses them) from Hugging Face-named tensors, on
+    the tensors' device. ``consume``: remove each part from ``checkpoint`` (a dict) once
+    its graph weight is made, so the model is not held twice (a GPU holds one layer's
+    parts beside the graph weights, not the whole checkpoint)."""
     config: ModelConfig = graph.meta["config"]
     dtype = torch.bfloat16 if graph.meta["limits"].dtype is DType.BF16 else torch.float32
     out: dict[str, torch.Tensor] = {"rope_inv_freq": rope_inv_freq(config)}
@@ -181,6 +185,10 @@ def graph_weights(graph: Graph, checkpoint: Mapping[str, torch.Tensor]) -> dict[
         # NOTE: cast each part before concatenating: no fp32 copy of a fused bf16 weight.
         tensors = [checkpoint[p].to(dtype) for p in parts]
         tensor = (torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]).contiguous()
+        del tensors
+        if consume:
+            for p in parts:
+                del checkpoint[p]
         expected = tuple(graph.tensors[name].shape)
         if len(expected) == 3 and tensor.numel() == math.prod(expected):   # a stack of experts
             tensor = tensor.view(expected)

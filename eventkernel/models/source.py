@@ -78,18 +78,21 @@ def resolve_model(model: str | os.PathLike | None) -> ModelSource:
 
 
 def load_weights(source: ModelSource, dtype: torch.dtype = torch.float32, *,
-                 cache_dir: str | os.PathLike | None = None) -> Checkpoint:
-    """The weights of ``source`` under Hugging Face names, in ``dtype`` (random for a preset).
+                 cache_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu") -> Checkpoint:
+    """The weights of ``source`` under Hugging Face names, in ``dtype`` on ``device``
+    (random for a preset, made on the host).
 
     A GGUF file's dequantized weights are cached under ``cache_dir`` (None: the default,
     ``~/.cache/eventkernel``).
     """
     if source.kind == "preset":
         from eventkernel.models.decoder import random_checkpoint
-        weights = random_checkpoint(source.config, dtype=dtype)
+        weights = {name: w.to(device) for name, w in
+                   random_checkpoint(source.config, dtype=dtype).items()}
         return Checkpoint(source.hf_config, weights, None, pathlib.Path(source.name),
                           source.config)
-    return load_checkpoint(source.path, dtype, cache_dir=cache_dir)
+    return load_checkpoint(source.path, dtype, cache_dir=cache_dir, device=device)
 
 
 def _from_path(name: str, kind: str | None, path: pathlib.Path) -> ModelSource:

@@ -101,7 +101,16 @@ def test_cuda_path_builds_for_the_device(monkeypatch):
         ordinal=0, name="fake H100", sm_count=7, compute_capability=(9, 0),
         max_shared_per_block_optin=227 * 1024, l2_bytes=50 << 20))
     monkeypatch.setattr(cuda_backend, "CudaBackend", FakeCudaBackend)
+    real_load, asked = build_module.load_weights, []
+
+    def load_here(source, dtype, device):         # there is no GPU to load onto
+        asked.append((device, dtype))
+        return real_load(source, dtype, device="cpu")
+
+    monkeypatch.setattr(build_module, "load_weights", load_here)
     gpu = LLM(max_context=128)
+    import torch
+    assert asked == [("cuda", torch.bfloat16)]     # straight to the GPU, in bf16
     assert gpu.backend_name == "cuda"
     assert isinstance(gpu.backend, FakeCudaBackend)
     assert built["compiled"] is gpu.compiled

@@ -207,3 +207,30 @@ def test_gguf_experts_load_as_the_safetensors_checkpoint(tmp_path):
     assert set(loaded.weights) == set(state)
     for name, weight in state.items():
         assert torch.equal(loaded.weights[name], weight), name
+
+
+def test_weights_go_to_the_device_tensor_by_tensor(monkeypatch):
+    """The loader moves each checkpoint tensor to the backend's device as it reads it, in
+    the program's dtype, and building the graph weights consumes the parts (no second copy
+    of the model): seen here through the device argument on the CPU."""
+    from eventkernel.models import checkpoint as ckpt
+    path, _ = checkpoint("random")
+    moved = []
+    real = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        if kwargs.get("device") is not None:
+            moved.append((str(kwargs["device"]), kwargs.get("dtype")))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    loaded = ckpt.load_checkpoint(path, torch.bfloat16, device="cpu")
+    monkeypatch.setattr(torch.Tensor, "to", real)
+    assert len(moved) == len(loaded.weights) and set(moved) == {("cpu", torch.bfloat16)}
+    built = build(path, BuildOptions(backend="cpu", dtype="bf16", max_tokens_per_step=8,
+                                     max_seqs=4, max_context=64), stage="compiled")
+    parts = dict(loaded.weights)
+    weights = decoder.graph_weights(built.graph, parts, consume=True)
+    assert not parts                        # every part went into a graph weight
+    assert weights["layers.0.experts_gate_up"].dtype == torch.bfloat16
+    assert weights["layers.0.experts_gate_up"].shape == (16, 64, 64)
