@@ -32,3 +32,22 @@ def tiny(arch: str, dtype: str = "f32"):
 @pytest.fixture(params=["llama", "qwen3"])
 def arch(request):
     return request.param
+
+
+def gguf_writer(path, arch: str, config):
+    """A ``gguf.GGUFWriter`` for ``path`` with the decoder metadata of the transformers
+    ``config`` (what llama.cpp's converter writes for these keys)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    return writer

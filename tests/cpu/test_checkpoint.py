@@ -18,6 +18,7 @@ from eventkernel.models.checkpoint import (
 )
 from eventkernel.models.config import ModelConfig
 from eventkernel.models.default import default_model_path
+from tests.cpu.conftest import gguf_writer
 
 CONFIG_KEYS = (
     "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -195,20 +196,8 @@ _HF_TO_GGUF_LAYER = {
 
 
 def _write_tiny_gguf(path: pathlib.Path, model, arch: str):
-    import gguf
-
     config = model.config
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_key_length(config.head_dim)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_vocab_size(config.vocab_size)
+    writer = gguf_writer(path, arch, config)
     for name, tensor in model.state_dict().items():
         array = tensor.numpy()
         if name == "model.embed_tokens.weight":

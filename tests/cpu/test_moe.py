@@ -158,11 +158,11 @@ _GGUF_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
 def test_gguf_experts_load_as_the_safetensors_checkpoint(tmp_path):
     """A GGUF file stacks each layer's experts in one 3-D tensor (``ffn_gate_exps`` ...)
     and implies renormalised top-k weights; it loads to the directory's weights."""
-    import gguf
     import numpy as np
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from eventkernel.models.checkpoint import load_checkpoint
+    from tests.cpu.conftest import gguf_writer
 
     raw = {**preset_config("tiny-qwen3-moe"), "mlp_only_layers": []}   # GGUF: all MoE
     config = AutoConfig.for_model(raw.pop("model_type"), **raw)
@@ -170,17 +170,7 @@ def test_gguf_experts_load_as_the_safetensors_checkpoint(tmp_path):
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(tmp_path / "hf")
     state = load_checkpoint(tmp_path / "hf").weights
-    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "qwen3moe")
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_key_length(config.head_dim)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_vocab_size(config.vocab_size)
+    writer = gguf_writer(tmp_path / "m.gguf", "qwen3moe", config)
     writer.add_expert_count(config.num_experts)
     writer.add_expert_used_count(config.num_experts_per_tok)
     writer.add_expert_feed_forward_length(config.moe_intermediate_size)
